@@ -1,0 +1,27 @@
+# Set-up is part of every target: a fresh clone needs only `make run PAPER=...` or `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PAPER ?= ../shared/papers/fashion-mnist-xiao2017.pdf
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint bench
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# constraints.txt pins every package, so pip does not backtrack and torch stays the 2.13.0 CPU wheel.
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/replicate $(PAPER)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent retrieval mlexp tests benchmarks examples

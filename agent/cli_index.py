@@ -1,0 +1,3 @@
+"""CLI commands: index. Registers its commands on `agent.cli.app`."""
+
+from __future__ import annotations
