@@ -5,7 +5,7 @@ class AgentError(Exception):
     """Base class, reported by the CLI as one line."""
 
 
-class LLMNotConfigured(AgentError):
+class LLMNotConfiguredError(AgentError):
     """No LLM endpoint is configured; the message says exactly what to set."""
 
 
@@ -13,7 +13,7 @@ class LLMOutputError(AgentError):
     """The LLM's reply did not parse or validate, after the allowed retries."""
 
 
-class ReplicationNotFound(AgentError):
+class ReplicationNotFoundError(AgentError):
     """No replication with that id exists in the checkpointer database."""
 
 

@@ -1,12 +1,12 @@
 """Paper ingestion (PDF parsing, tables, claims ledger, setup) and the paper index (BM25 + chromadb)."""
 
-from retrieval.errors import IndexError_, IngestError, OfflineError, RetrievalError
+from retrieval.errors import IngestError, OfflineError, PaperIndexError, RetrievalError
 from retrieval.models import Caption, Claim, PageText, Paper, Reference, Section, Setup, SetupItem, Table
 
 __all__ = [
     "Caption",
     "Claim",
-    "IndexError_",
+    "PaperIndexError",
     "IngestError",
     "OfflineError",
     "PageText",

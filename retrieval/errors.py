@@ -9,7 +9,7 @@ class IngestError(RetrievalError):
     """A PDF could not be ingested (not a PDF, encrypted, no text layer, truncated, ...)."""
 
 
-class IndexError_(RetrievalError):  # noqa: N801 - trailing underscore avoids shadowing the builtin
+class PaperIndexError(RetrievalError):
     """The paper index cannot answer: empty, unreachable Chroma server, unknown embedding model, recipe mismatch."""
 
 
