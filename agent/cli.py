@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 
 # Command modules register their commands on `app` when imported. Imported here, after `app` exists.
-from agent import cli_flow, cli_index, cli_ingest, cli_runs  # noqa: E402,F401
+from agent import cli_flow, cli_index, cli_ingest, cli_runs, cli_tune  # noqa: E402,F401
 
 EXPECTED_ERRORS = (RetrievalError, MlexpError, AgentError)
 

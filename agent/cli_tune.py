@@ -1,0 +1,3 @@
+"""CLI commands: tune. Registers its commands on `agent.cli.app`."""
+
+from __future__ import annotations
