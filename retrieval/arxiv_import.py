@@ -1,0 +1,161 @@
+"""Read the public arXiv metadata snapshot layout, one JSON object a line, in bounded memory.
+
+`arxiv-metadata-oai-snapshot.json` (2.5M papers, ~4 GB) and its gzipped slices share one layout: `id`, `title`,
+`abstract`, `authors`, `categories` (space separated, sometimes followed by MSC/ACM codes), `update_date`, `versions`
+(`[{"version": "v1", "created": "Mon, 2 Apr 2007 19:18:42 GMT"}, ...]`). The reader yields batches with the byte
+offset just after each batch, so an import can commit a batch and its offset together and resume exactly there.
+"""
+
+from __future__ import annotations
+
+import calendar
+import gzip
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import IO
+
+try:  # orjson parses a 1.5 kB abstract line ~4x faster than json; the stdlib is the fallback
+    import orjson as _json
+
+    _loads = _json.loads
+    _DecodeError: tuple[type[Exception], ...] = (_json.JSONDecodeError, ValueError)
+except ImportError:  # pragma: no cover - orjson ships with chromadb
+    import json as _stdjson
+
+    _loads = _stdjson.loads
+    _DecodeError = (ValueError,)
+
+# An arXiv category: archive[.subject], e.g. cs.LG, stat.ML, hep-th, math-ph. MSC ("68T45,") and ACM ("I.2.10;")
+# codes that some records append to the field do not match.
+_CATEGORY_RE = re.compile(r"^[a-z][a-z\-]*(\.[A-Za-z][A-Za-z\-]*)?$")
+_NEW_ID_RE = re.compile(r"^(\d{2})(\d{2})\.\d{4,5}(v\d+)?$")
+_OLD_ID_RE = re.compile(r"^[a-z\-]+(\.[A-Z]{2})?/(\d{2})(\d{2})\d{3}(v\d+)?$")
+
+
+@dataclass
+class Record:
+    id: str
+    title: str
+    abstract: str
+    authors: str
+    categories: list[str]
+    date: str  # YYYY-MM-DD: first-version date (see `publication_date`)
+    year: int
+
+
+@dataclass
+class Batch:
+    records: list[Record]
+    end_offset: int  # byte offset (in the decompressed stream) just after the last line of this batch
+    lines: int  # lines read in this batch, malformed included
+    raw_pos: int = 0  # position in the file on disk (compressed bytes for .gz): drives the progress bar
+    malformed: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+
+
+def _clean(text: object) -> str:
+    return " ".join(str(text).split()) if text else ""
+
+
+def _id_month(paper_id: str) -> tuple[int, int] | None:
+    match = _NEW_ID_RE.match(paper_id)
+    if match:
+        return 2000 + int(match.group(1)), int(match.group(2))
+    match = _OLD_ID_RE.match(paper_id)
+    if match:
+        yy = int(match.group(2))
+        return (1900 + yy if yy >= 91 else 2000 + yy), int(match.group(3))
+    return None
+
+
+def publication_date(obj: dict) -> str:
+    """When the paper first appeared, so `--before` can exclude later work.
+
+    Best: the v1 `created` date. Without versions (as in the shared slice), the id gives the month of submission;
+    `update_date` is used when it falls in that month, otherwise the month's last day (conservative: a cutoff inside
+    that month excludes the paper rather than leaking later work). Last resort: `update_date`.
+    """
+    versions = obj.get("versions") or []
+    if versions and isinstance(versions[0], dict) and versions[0].get("created"):
+        try:
+            return parsedate_to_datetime(versions[0]["created"]).date().isoformat()
+        except (TypeError, ValueError):
+            pass
+    update = str(obj.get("update_date") or "")[:10]
+    month = _id_month(str(obj.get("id", "")))
+    if month:
+        year, mon = month
+        if update.startswith(f"{year:04d}-{mon:02d}"):
+            return update
+        if 1 <= mon <= 12:
+            return f"{year:04d}-{mon:02d}-{calendar.monthrange(year, mon)[1]:02d}"
+    return update or "1900-01-01"
+
+
+def parse_line(line: bytes) -> Record | str:
+    """A `Record`, or the reason the line is malformed."""
+    try:
+        obj = _loads(line)
+    except _DecodeError as exc:
+        return f"invalid JSON ({str(exc).splitlines()[0][:80]})"
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    paper_id = _clean(obj.get("id"))
+    if not paper_id:
+        return "missing id"
+    title, abstract = _clean(obj.get("title")), _clean(obj.get("abstract"))
+    if not title and not abstract:
+        return "no title and no abstract"
+    cats = [c for c in str(obj.get("categories") or "").split() if _CATEGORY_RE.match(c)]
+    date = publication_date(obj)
+    return Record(
+        id=paper_id,
+        title=title,
+        abstract=abstract,
+        authors=_clean(obj.get("authors")),
+        categories=cats,
+        date=date,
+        year=int(date[:4]) if date[:4].isdigit() else 0,
+    )
+
+
+def open_stream(path: Path) -> IO[bytes]:
+    """A binary stream of the decompressed file; gzip is detected by its magic bytes, not its name."""
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def read_batches(path: Path, *, start_offset: int = 0, start_line: int = 0, batch_size: int = 5000) -> Iterator[Batch]:
+    """Batches of parsed records from `start_offset` on (a gzip stream seeks by decompressing up to it)."""
+    with open_stream(path) as stream:
+        disk = getattr(stream, "fileobj", None) or stream  # GzipFile reads its compressed bytes from .fileobj
+        if start_offset:
+            stream.seek(start_offset)
+        offset, line_no = start_offset, start_line
+        records: list[Record] = []
+        malformed: list[tuple[int, str]] = []
+        lines = 0
+        for raw in stream:
+            offset += len(raw)
+            line_no += 1
+            lines += 1
+            if raw.strip():
+                parsed = parse_line(raw)
+                if isinstance(parsed, Record):
+                    records.append(parsed)
+                else:
+                    malformed.append((line_no, parsed))
+            if lines >= batch_size:
+                yield Batch(records, offset, lines, disk.tell(), malformed)
+                records, malformed, lines = [], [], 0
+        if lines:
+            yield Batch(records, offset, lines, disk.tell(), malformed)
+
+
+def file_size(path: Path) -> int:
+    return path.stat().st_size

