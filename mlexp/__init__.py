@@ -1,5 +1,44 @@
-"""mlexp: experiment tracking and execution. Knows nothing about papers, only runs and metrics."""
+"""mlexp: experiment tracking and execution. Knows nothing about papers, only runs and metrics.
+
+Public API: `run_script`, `RunRecord`, `CheckResult`, `post_run_check`, `summarize_log`, `Registry`, `list_runs`,
+`StabilityLog`; modules `mlexp.log` (script side), `mlexp.early_stopping`, `mlexp.batch_infer`, `mlexp.split`.
+"""
 
 from mlexp.errors import ConfigError, ExecutorError, MlexpError, RegistryError, RunDirError, ScriptError
+from mlexp.record import CheckResult, RunRecord
+from mlexp.summary import summarize_log
 
-__all__ = ["ConfigError", "ExecutorError", "MlexpError", "RegistryError", "RunDirError", "ScriptError"]
+__all__ = [
+    "CheckResult",
+    "ConfigError",
+    "ExecutorError",
+    "MlexpError",
+    "Registry",
+    "RegistryError",
+    "RunDirError",
+    "RunRecord",
+    "ScriptError",
+    "StabilityLog",
+    "list_runs",
+    "post_run_check",
+    "run_script",
+    "show_run",
+    "summarize_log",
+]
+
+
+def __getattr__(name: str):
+    """Heavy parts (pandas, pyarrow) load on first use, so `import mlexp.log` stays cheap inside scripts."""
+    if name in ("run_script", "show_run"):
+        from mlexp import api
+
+        return getattr(api, name)
+    if name == "post_run_check":
+        from mlexp.checks import post_run_check
+
+        return post_run_check
+    if name in ("Registry", "list_runs", "StabilityLog"):
+        from mlexp import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'mlexp' has no attribute {name!r}")
