@@ -1,3 +1,330 @@
-"""CLI commands: flow. Registers its commands on `agent.cli.app`."""
+"""CLI commands of the replication flow: start (`replicate paper.pdf`), status, approve, reject, resume, llm serve.
+
+Thin: each command opens the graph, sends the initial state / a resume answer, and prints where the replication now
+stands. Answers are validated here, before the graph is touched, so a wrong answer (an edited spec.md that does not
+validate, `--edit` when no spec is under review) is one line on stderr and leaves the replication exactly as it was.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent import graph as flow
+from agent.cli import app
+from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
+from agent.state import new_id
+
+out = Console(highlight=False)
+EXIT_WAITING_UNATTENDED = 2  # --auto-approve stopped at a question only a person can answer
+
+LLM_OPTION = typer.Option(None, "--llm", help="openai:MODEL | openrouter:MODEL | vllm:MODEL@URL | scripted:PATH")
+AUTO_OPTION = typer.Option(False, "--auto-approve", help="Approve every review unattended (questions still stop).")
+
+
+def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
+    values = dict(snapshot.values)
+    waiting = flow.waiting_for(snapshot)
+    if waiting:
+        state = f"waiting for {waiting['review']} review" if waiting["review"] != "question" else "waiting: question"
+    elif values.get("stopped"):
+        state = "stopped"
+    elif not snapshot.next:
+        state = "finished"
+    else:
+        state = f"interrupted before {', '.join(snapshot.next)} (run `replicate resume {rid}`)"
+    return {
+        "id": rid,
+        "state": state,
+        "stage": values.get("stage"),
+        "title": values.get("title"),
+        "waiting": waiting,
+        "next": list(snapshot.next),
+        "values": values,
+    }
+
+
+def _print_outcome(rid: str, info: dict[str, Any]) -> None:
+    waiting, values = info["waiting"], info["values"]
+    out.print(f"[bold]{rid}[/bold]: {info['state']}")
+    if waiting and waiting["review"] == "spec":
+        out.print(f"  spec: {waiting['spec_md']}")
+        for line in waiting.get("targets", []):
+            out.print(f"  target {line}")
+        for question in waiting.get("open_questions", []):
+            out.print(f"  open question: {question}")
+        out.print(f"  next: replicate approve {rid} [--edit] | replicate reject {rid} --feedback '...'")
+    elif waiting and waiting["review"] == "run":
+        out.print(f"  smoke metrics: {waiting.get('smoke_metrics')}  ({waiting.get('smoke_run_dir')})")
+        check = waiting.get("check") or {}
+        out.print(f"  post-run check: {'ok' if check.get('ok') else 'problems'} {check.get('problems') or ''}")
+        out.print(
+            f"  full run: {waiting['full_runs']} runs ({waiting['seeds']} seeds), ETA {waiting['eta_minutes']} min, "
+            f"limit {waiting['wall_limit_minutes']} min/run, cost ${waiting['cost_usd']}, device {waiting['device']}"
+        )
+        out.print(f"  next: replicate approve {rid} [--budget seeds=N] | replicate reject {rid} (stop)")
+    elif waiting and waiting["review"] == "hypotheses":
+        for line in waiting.get("verdicts", []):
+            out.print(f"  verdict {line}")
+        for line in waiting.get("hypotheses", []):
+            out.print(f"  hypothesis: {line}")
+        out.print(f"  next: replicate approve {rid} | replicate reject {rid} --feedback '...'")
+    elif waiting:
+        out.print(f"  {waiting.get('reason')}: {waiting.get('question')}")
+        out.print(f"  next: replicate approve {rid} [--feedback hint] (retry) | replicate reject {rid} (stop)")
+    if values.get("stopped"):
+        out.print(f"  {values['stopped']}")
+    if values.get("report"):
+        out.print(f"  report: {values['report'].get('html')}")
+
+
+def _load(rid: str) -> tuple[Any, dict[str, Any]]:
+    with flow.open_graph() as graph:
+        return graph, _describe(rid, flow.snapshot_of(graph, rid))
+
+
+def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool) -> None:
+    """Run the graph, then print where it stands; explain what to set when no LLM is configured."""
+    with flow.open_graph() as graph:
+        try:
+            flow.invoke(graph, rid, payload, llm=llm, auto_approve=auto_approve)
+        except LLMNotConfiguredError as exc:
+            values = dict(graph.get_state(flow.run_config(rid)).values)
+            done = ""
+            if values.get("paper_json"):
+                done = (
+                    f"paper ingested ({values.get('n_claims', 0)} claims, {values['paper_json']}) and related work "
+                    f"searched ({len(values.get('related') or [])} hits); "
+                )
+            raise LLMNotConfiguredError(f"{rid}: {done}{exc}; then run `replicate resume {rid}`") from exc
+        info = _describe(rid, flow.snapshot_of(graph, rid))
+    _print_outcome(rid, info)
+    if auto_approve and info["waiting"]:
+        raise typer.Exit(EXIT_WAITING_UNATTENDED)
+
+
+@app.command("start")
+def start(
+    paper: Path = typer.Argument(..., help="The paper's PDF."),
+    llm: str | None = LLM_OPTION,
+    auto_approve: bool = AUTO_OPTION,
+) -> None:
+    """Start a replication of PAPER and run it to the first checkpoint (`replicate paper.pdf` does the same)."""
+    if not paper.is_file():
+        raise AgentError(f"no such file: {paper}")
+    rid = new_id(paper)
+    out.print(f"Replication [bold]{rid}[/bold]")
+    _advance(rid, {"id": rid, "pdf": str(paper.resolve())}, llm=llm, auto_approve=auto_approve)
+
+
+@app.command("status")
+def status(
+    rid: str | None = typer.Argument(None, metavar="[ID]"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """All replications, or one: its stage and what it waits for."""
+    ids = [rid] if rid else flow.list_replications()
+    with flow.open_graph() as graph:
+        infos = [_describe(one, flow.snapshot_of(graph, one)) for one in ids]
+    if as_json:
+        out.print_json(json.dumps(infos if not rid else infos[0], default=str))
+        return
+    if rid:
+        info = infos[0]
+        _print_outcome(rid, info)
+        values = info["values"]
+        for warning in values.get("warnings") or []:
+            out.print(f"  warning: {warning}")
+        for failure in (values.get("failures") or [])[-5:]:
+            out.print(f"  failure [{failure['node']}/{failure['kind']}]: {failure['message'][:200]}")
+        for run in values.get("full_runs") or []:
+            out.print(f"  run seed {run['seed']}: {run['metrics']} ({run['run_dir']})")
+        for verdict in values.get("verdicts") or []:
+            out.print(f"  {verdict['claim_id']}: {verdict['verdict']} ({verdict.get('reason', '')})")
+        if values.get("llm_usage"):
+            out.print(f"  LLM usage: {values['llm_usage']}")
+        return
+    if not infos:
+        out.print("No replications yet. Start one with `replicate paper.pdf`.")
+        return
+    table = Table("id", "paper", "stage", "state")
+    for info in infos:
+        table.add_row(info["id"], (info["title"] or "")[:50], info["stage"] or "-", info["state"])
+    out.print(table)
+
+
+def _waiting(rid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    _, info = _load(rid)
+    if not info["waiting"]:
+        raise ReviewError(f"{rid} is not waiting for a review ({info['state']})")
+    return info["waiting"], info["values"]
+
+
+def _edit_spec(values: dict[str, Any]) -> None:
+    """Open spec.md in $VISUAL/$EDITOR (when set), then validate it; a bad edit raises SpecError, state unchanged."""
+    from agent.nodes_spec import reread_edited_spec
+
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if editor:
+        result = subprocess.run([*shlex.split(editor), values["spec_md"]])
+        if result.returncode != 0:
+            raise ReviewError(f"editor {editor!r} exited with {result.returncode}; spec not approved")
+    reread_edited_spec(values)  # raises SpecError (an AgentError) with what is wrong
+
+
+def _budget(items: list[str]) -> dict[str, float]:
+    budget: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        allowed = ("seeds", "eta_minutes", "wall_limit_minutes", "cost_usd")
+        if not sep or key not in allowed:
+            raise ReviewError(f"--budget takes KEY=VALUE with KEY one of {', '.join(allowed)}; got {item!r}")
+        try:
+            budget[key] = float(value)
+        except ValueError as exc:
+            raise ReviewError(f"--budget {item!r}: {value!r} is not a number") from exc
+    return budget
+
+
+@app.command("approve")
+def approve(
+    rid: str = typer.Argument(..., metavar="ID"),
+    edit: bool = typer.Option(False, "--edit", help="Re-read the spec.md you edited (opens $EDITOR when set)."),
+    feedback: str | None = typer.Option(None, "--feedback", help="A hint for the retry, when answering a question."),
+    budget: list[str] = typer.Option([], "--budget", help="At the run review: KEY=VALUE (seeds, wall_limit_minutes)."),
+    llm: str | None = LLM_OPTION,
+    auto_approve: bool = AUTO_OPTION,
+) -> None:
+    """Approve what ID waits for (spec, smoke run, hypotheses), or retry after a question."""
+    waiting, values = _waiting(rid)
+    review = waiting["review"]
+    if edit and review != "spec":
+        raise ReviewError(f"--edit applies to the spec review; {rid} waits for the {review} review")
+    if budget and review != "run":
+        raise ReviewError(f"--budget applies to the run review; {rid} waits for the {review} review")
+    if review == "spec":
+        if edit:
+            _edit_spec(values)
+        answer: dict[str, Any] = {"action": "edit" if edit else "approve"}
+    elif review == "run":
+        answer = {"action": "budget", "budget": _budget(budget)} if budget else {"action": "approve"}
+    elif review == "question":
+        answer = {"action": "retry", "feedback": feedback or ""}
+    else:
+        answer = {"action": "approve"}
+    _advance(rid, flow.Command(resume=answer), llm=llm, auto_approve=auto_approve)
+
+
+@app.command("reject")
+def reject(
+    rid: str = typer.Argument(..., metavar="ID"),
+    feedback: str = typer.Option("", "--feedback", help="What to change (sent back to the LLM), or why you stop."),
+    llm: str | None = LLM_OPTION,
+    auto_approve: bool = AUTO_OPTION,
+) -> None:
+    """Reject what ID waits for: a spec or hypotheses go back to the LLM with your feedback; a run review stops."""
+    waiting, _ = _waiting(rid)
+    review = waiting["review"]
+    if review in ("spec", "hypotheses"):
+        if not feedback.strip():
+            raise ReviewError(f"rejecting the {review} needs --feedback saying what to change")
+        answer = {"action": "reject", "feedback": feedback}
+    else:
+        answer = {"action": "stop", "feedback": feedback}
+    _advance(rid, flow.Command(resume=answer), llm=llm, auto_approve=auto_approve)
+
+
+@app.command("resume")
+def resume(
+    rid: str = typer.Argument(..., metavar="ID"), llm: str | None = LLM_OPTION, auto_approve: bool = AUTO_OPTION
+) -> None:
+    """Continue ID after a crash, a kill or a missing LLM; at a review, say what it waits for."""
+    _, info = _load(rid)
+    if info["waiting"]:
+        if not auto_approve:
+            _print_outcome(rid, info)
+            return
+        if info["waiting"]["review"] == "question":
+            _print_outcome(rid, info)
+            raise typer.Exit(EXIT_WAITING_UNATTENDED)
+        payload: Any = flow.Command(resume={"action": "approve"})
+    elif not info["next"]:
+        _print_outcome(rid, info)
+        return
+    else:
+        payload = None
+    _advance(rid, payload, llm=llm, auto_approve=auto_approve)
+
+
+# --------------------------------------------------------------------------- llm serve
+
+llm_app = typer.Typer(help="LLM endpoints.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
+
+
+def _gpu_present() -> bool:
+    if not shutil.which("nvidia-smi"):
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+@llm_app.command("serve")
+def serve(
+    model: str = typer.Argument(..., help="A Hugging Face model id or local path for vLLM."),
+    port: int = typer.Option(8000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    startup_timeout: float = typer.Option(900, "--startup-timeout", help="Seconds to wait for the server."),
+    extra: str = typer.Option("", "--vllm-args", help="More arguments for `vllm serve`, as one string."),
+) -> None:
+    """Start `vllm serve MODEL` on this GPU machine and point later `replicate` commands at it (Ctrl-C stops it)."""
+    from agent.llm import endpoint_file
+
+    vllm = shutil.which("vllm") or (str(Path(sys.executable).parent / "vllm"))
+    if not Path(vllm).exists():
+        raise AgentError("vllm is not installed: pip install 'replicate[gpu]' (or pip install vllm) on a GPU machine")
+    if not _gpu_present():
+        raise AgentError("no NVIDIA GPU found (nvidia-smi missing or failing): vllm serve needs a CUDA GPU")
+    command = [vllm, "serve", model, "--host", host, "--port", str(port), *shlex.split(extra)]
+    out.print(f"Starting: {' '.join(command)}")
+    process = subprocess.Popen(command, start_new_session=True)
+    url = f"http://{host}:{port}/v1"
+    deadline = time.monotonic() + startup_timeout
+    while True:
+        if process.poll() is not None:
+            raise AgentError(f"vllm serve exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=5) as response:  # noqa: S310 - our own local server
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGTERM)
+            raise AgentError(f"vllm serve not ready after {startup_timeout:.0f}s; stopped it")
+        time.sleep(3)
+    path = endpoint_file()
+    spec = f"vllm:{model}@{url}"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"spec": spec, "pid": process.pid}) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    out.print(f"Serving {model} at {url}; later commands use it ({path}). Ctrl-C stops the server.")
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,96 @@
+"""What every node shares: the model for this invocation, progress display, and loading the paper and spec.
+
+The nodes themselves live in nodes_spec.py (ingest_paper .. review_spec), nodes_code.py (implement_code .. run_full,
+ask_researcher) and nodes_results.py (compare_results .. write_report). Conventions, from the developers' guide:
+- a node is a `verb_noun(state, config) -> Command[Literal[...]]` function: its routes are in its signature;
+- a review node calls `interrupt()` once, with a closed set of answers, and does nothing with side effects before
+  that call (the node re-runs from the top when resumed);
+- a failure the LLM caused (malformed output after retries, code that crashes, code writing outside its dir) is
+  recorded in state and routed to a retry or to `ask_researcher`; a bug of ours propagates.
+Per-invocation settings (the LLM, auto-approve) come from `config["configurable"]`, not from state, so a researcher can
+resume with another model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from rich.console import Console
+
+from agent import llm
+from agent.spec import Spec, load_spec
+from agent.state import State, failure, llm_log_dir
+from retrieval.models import Paper
+
+console = Console(stderr=True, highlight=False)
+
+MAX_FIX_ATTEMPTS = 3  # fix_code rounds after a failed smoke run before the agent stops and asks
+MAX_LLM_RETRIES = 2  # re-asks inside one structured_call (error shown to the model)
+MAX_NODE_RETRIES = 1  # re-runs of implement_code after a confinement violation before asking
+
+
+def configurable(config: RunnableConfig | None) -> dict[str, Any]:
+    return dict((config or {}).get("configurable") or {})
+
+
+def auto_approve(config: RunnableConfig | None) -> bool:
+    return bool(configurable(config).get("auto_approve"))
+
+
+def chat_model(config: RunnableConfig | None) -> BaseChatModel:
+    """The model for this invocation: `--llm` (carried in the config) or REPLICATE_LLM or the served endpoint."""
+    return llm.load_chat_model(configurable(config).get("llm"))
+
+
+def log_dir(state: State) -> Path:
+    return llm_log_dir(state["id"])
+
+
+def usage(state: State) -> dict[str, Any]:
+    summary = llm.usage_summary(log_dir(state))
+    return {key: summary.get(key) for key in ("calls", "input_tokens", "output_tokens", "cost_usd")}
+
+
+def load_paper(state: State) -> Paper:
+    from retrieval.ingest import load_paper as _load
+
+    return _load(Path(state["paper_json"]))
+
+
+def spec_of(state: State) -> Spec:
+    return load_spec(Path(state["spec_json"]))
+
+
+def add_failure(state: State, node: str, kind: str, message: str) -> list:
+    return [*state.get("failures", []), failure(node, kind, message)]
+
+
+def add_warning(state: State, message: str) -> list[str]:
+    return [*state.get("warnings", []), message]
+
+
+def ask(reason: str, question: str, retry: str) -> dict[str, Any]:
+    """The question ask_researcher puts to the researcher; `retry` is the node an approve sends the flow back to."""
+    return {"reason": reason, "question": question, "retry": retry}
+
+
+@contextmanager
+def progress(message: str) -> Iterator[Any]:
+    """A rich spinner on a terminal; one plain line otherwise (logs, tests). Yields a function to update the text."""
+    if console.is_terminal and not os.environ.get("REPLICATE_PLAIN"):
+        with console.status(message) as status:
+            yield lambda text: status.update(f"{message} [dim]{text[:100]}[/dim]")
+    else:
+        print(f"... {message}", file=sys.stderr, flush=True)
+        yield lambda text: None
+
+
+def say(message: str) -> None:
+    console.print(message)

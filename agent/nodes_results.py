@@ -1,0 +1,149 @@
+"""Nodes from finished runs to the report: compare_results, propose_hypotheses, review_hypotheses, write_report.
+
+The comparison is the fixed harness's (`mlexp.compare.compare`), never generated code's. Hypotheses and the report
+come from agent.hypotheses and agent.report; this module wires them into the graph and keeps their outputs on disk
+(runs/<ID>/verdicts.json, hypotheses.json, report/) with the small values in state.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END
+from langgraph.types import Command, interrupt
+
+from agent import config as paths
+from agent.errors import AgentError, LLMNotConfiguredError
+from agent.nodes import add_warning, auto_approve, chat_model, load_paper, log_dir, progress, say, spec_of, usage
+from agent.state import State, replication_dir, report_dir
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _records(state: State) -> list[Any]:
+    from mlexp.record import RunRecord
+
+    return [RunRecord.load(run["run_dir"]) for run in state.get("full_runs", [])]
+
+
+def _runs_by_claim(state: State, records: list[Any]) -> dict[str, list[Any]]:
+    by_claim: dict[str, list[Any]] = {}
+    for run, record in zip(state.get("full_runs", []), records, strict=True):
+        for claim_id in run["claim_ids"]:
+            by_claim.setdefault(claim_id, []).append(record)
+    return by_claim
+
+
+def compare_results(state: State, config: RunnableConfig) -> Command[Literal["propose_hypotheses"]]:
+    from mlexp.compare import compare, summary_line
+
+    spec = spec_of(state)
+    records = _records(state)
+    verdicts = compare(spec.targets, _runs_by_claim(state, records))
+    dumped = [v.model_dump(mode="json") for v in verdicts]
+    _write_json(replication_dir(state["id"]) / "verdicts.json", dumped)
+    say(f"Comparison: {summary_line(verdicts)}")
+    return Command(goto="propose_hypotheses", update={"verdicts": dumped, "stage": "compare_results"})
+
+
+def _index_or_none() -> Any:
+    index_path = paths.index_dir()
+    if not index_path.exists() or not any(index_path.iterdir()):
+        return None
+    from retrieval.errors import PaperIndexError
+    from retrieval.index import PaperIndex
+
+    try:
+        index = PaperIndex(index_path)
+        return index if len(index) else None
+    except PaperIndexError:
+        return None
+
+
+def _verdict_objects(state: State) -> list[Any]:
+    from mlexp.compare import Verdict
+
+    return [Verdict.model_validate(v) for v in state.get("verdicts", [])]
+
+
+def propose_hypotheses(state: State, config: RunnableConfig) -> Command[Literal["review_hypotheses"]]:
+    from agent import hypotheses as hyp
+
+    paper, spec = load_paper(state), spec_of(state)
+    verdicts, records = _verdict_objects(state), _records(state)
+    warnings = list(state.get("warnings", []))
+    with progress("Proposing hypotheses for the gaps (checklist, LLM, related work)"):
+        try:
+            model = chat_model(config)
+            kwargs: dict[str, Any] = {"log_dir": log_dir(state)}
+            if "feedback" in inspect.signature(hyp.propose_hypotheses).parameters:
+                kwargs["feedback"] = state.get("feedback") or ""
+            found = hyp.propose_hypotheses(model, paper, spec, verdicts, records, _index_or_none(), **kwargs)
+        except LLMNotConfiguredError:
+            raise
+        except AgentError as exc:  # the LLM failed (after retries): the deterministic checklist still stands
+            warnings = add_warning(state, f"LLM hypotheses failed, checklist only: {exc}")
+            found = hyp.run_checklist(paper, spec, verdicts, records)
+    dumped = [h.model_dump(mode="json") if hasattr(h, "model_dump") else dict(h) for h in found]
+    _write_json(replication_dir(state["id"]) / "hypotheses.json", dumped)
+    say(f"{len(dumped)} hypotheses proposed")
+    return Command(
+        goto="review_hypotheses",
+        update={
+            "hypotheses": dumped,
+            "warnings": warnings,
+            "feedback": "",
+            "llm_usage": usage(state),
+            "stage": "propose_hypotheses",
+        },
+    )
+
+
+def review_payload(state: State) -> dict[str, Any]:
+    return {
+        "review": "hypotheses",
+        "answers": ["approve", "reject"],
+        "verdicts": [f"{v['claim_id']}: {v['verdict']}" for v in state.get("verdicts", [])],
+        "hypotheses": [h.get("statement", str(h))[:200] for h in state.get("hypotheses", [])],
+        "file": str(replication_dir(state["id"]) / "hypotheses.json"),
+    }
+
+
+def review_hypotheses(state: State, config: RunnableConfig) -> Command[Literal["write_report", "propose_hypotheses"]]:
+    answer = {"action": "approve"} if auto_approve(config) else interrupt(review_payload(state))
+    action = answer.get("action")
+    if action == "approve":
+        return Command(goto="write_report", update={"stage": "review_hypotheses"})
+    if action == "reject":
+        return Command(
+            goto="propose_hypotheses", update={"feedback": answer.get("feedback", ""), "stage": "review_hypotheses"}
+        )
+    raise ValueError(f"review_hypotheses: unknown answer {answer!r}")
+
+
+def write_report(state: State, config: RunnableConfig) -> Command[Literal["__end__"]]:
+    from agent import hypotheses as hyp
+    from agent.report import write_report as _write_report
+
+    found = [hyp.Hypothesis.model_validate(h) for h in state.get("hypotheses", [])]
+    out = report_dir(state["id"])
+    out.mkdir(parents=True, exist_ok=True)
+    with progress("Writing the report"):
+        html, md = _write_report(
+            out,
+            paper=load_paper(state),
+            spec=spec_of(state),
+            verdicts=_verdict_objects(state),
+            hypotheses=found,
+            runs=_records(state),
+        )
+    say(f"Report: {html}")
+    return Command(goto=END, update={"report": {"html": str(html), "md": str(md)}, "stage": "write_report"})

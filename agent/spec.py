@@ -1,0 +1,297 @@
+"""The experiment spec: what to replicate, how, with what budget, and what is still open.
+
+`spec.json` is the machine copy; `spec.md` is the human view of the same values. The markdown is made of one `##`
+section per field, each holding a fenced YAML block, with prose around it that is ignored on re-reading. A researcher
+edits the YAML in their editor; `replicate approve ID --edit` re-reads spec.md, validates it (types here, then the
+ledger and quote checks in `check_against_paper`) and writes spec.json. Everything else stays human prose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from agent.errors import AgentError
+from retrieval.models import Paper
+
+
+class SpecError(AgentError):
+    """spec.md or spec.json does not parse or does not validate."""
+
+
+class Target(BaseModel):
+    """One ledger claim to replicate. `tolerance` is absolute, in the claim's unit."""
+
+    claim_id: str
+    metric: str  # the key the experiment script reports in its final block / metrics.json
+    direction: Literal["max", "min"]
+    tolerance: float = Field(ge=0)
+    seeds: int = Field(ge=1, le=100)
+    reported: float
+    reported_std: float | None = None
+    # Beyond the contract: config overrides for this claim (e.g. one Table 3 row = one classifier setting). Targets
+    # with equal overrides share their runs; mlexp.compare gets a claim_id -> runs mapping.
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Hyperparameter(BaseModel):
+    """A value the code uses, with where it comes from: the paper (page + quote) or an assumption with a reason."""
+
+    name: str
+    value: Any
+    source: Literal["paper", "assumed"]
+    page: int | None = None
+    quote: str | None = None
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _cited_or_reasoned(self) -> Hyperparameter:
+        if self.source == "paper" and (self.page is None or not (self.quote or "").strip()):
+            raise ValueError(f"hyperparameter {self.name!r}: source 'paper' needs a page and a quote")
+        if self.source == "assumed" and not (self.reason or "").strip():
+            raise ValueError(f"hyperparameter {self.name!r}: source 'assumed' needs a reason")
+        return self
+
+
+class Data(BaseModel):
+    name: str
+    source: str  # where the real data comes from: a local path, a URL, a package
+    location: str | None = None  # a local path the code reads, when the data is already on disk
+    split: str  # e.g. "official 60k train / 10k test"
+    split_unit: str  # what one row of the split is (image, user, patient, ...)
+    preprocessing: str = ""
+
+
+class Method(BaseModel):
+    name: str
+    description: str
+    baselines: list[str] = Field(default_factory=list)
+
+
+class Budget(BaseModel):
+    """What the full run may cost. `eta_minutes` is the estimate shown at review_run."""
+
+    eta_minutes: float = Field(gt=0)
+    wall_limit_minutes: float = Field(gt=0)
+    device: str = "cpu"
+    cost_usd: float = 0.0
+    notes: str = ""
+
+
+class Smoke(BaseModel):
+    """The smoke run: config overrides small enough that every stage fires within minutes."""
+
+    config: dict[str, Any] = Field(default_factory=dict)
+    max_minutes: float = Field(default=5, gt=0)
+    expected_outputs: list[str] = Field(default_factory=list)
+
+
+class Question(BaseModel):
+    """A decision the agent should not take alone (practices §8): metric, baselines, thresholds, deviations."""
+
+    question: str
+    why: str = ""
+    default: str = ""  # what the agent does if the researcher approves without answering
+
+
+class Spec(BaseModel):
+    paper_slug: str
+    objective: str
+    targets: list[Target] = Field(min_length=1)
+    data: Data
+    method: Method
+    hyperparameters: list[Hyperparameter] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)  # the full-run config the script reads (RUN_CONFIG)
+    budget: Budget
+    smoke: Smoke = Field(default_factory=Smoke)
+    checkpoints: list[str] = Field(default_factory=list)
+    open_questions: list[Question] = Field(default_factory=list)
+    decisions: list[str] = Field(default_factory=list)  # obvious choices taken and stated (practices §8)
+
+    @property
+    def seeds(self) -> int:
+        return max(target.seeds for target in self.targets)
+
+    def run_config(self, *, smoke: bool, target: Target | None = None) -> dict[str, Any]:
+        """The config handed to mlexp: the spec's config, a target's overrides, then the smoke overrides."""
+        config = dict(self.config)
+        if self.data.location and "data_dir" not in config:
+            config["data_dir"] = self.data.location
+        if target is not None:
+            config.update(target.config)
+        if smoke:
+            config.update(self.smoke.config)
+        return config
+
+    def target_groups(self) -> list[tuple[dict[str, Any], list[Target]]]:
+        """Targets grouped by their config overrides: one group = one experiment config, run once per seed."""
+        groups: dict[str, tuple[dict[str, Any], list[Target]]] = {}
+        for target in self.targets:
+            key = json.dumps(target.config, sort_keys=True)
+            groups.setdefault(key, (target.config, []))[1].append(target)
+        return list(groups.values())
+
+
+# --------------------------------------------------------------------------- checks against the paper
+
+
+def normalise(text: str) -> str:
+    """Case, ligatures, hyphenation at line ends and whitespace do not count when matching a quote."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"-\s*\n\s*", "", text)
+    return " ".join(text.split())
+
+
+def check_against_paper(spec: Spec, paper: Paper) -> list[str]:
+    """Problems that make the spec unusable for this paper: unknown claim ids, wrong reported values, false quotes."""
+    problems: list[str] = []
+    claims = {claim.id: claim for claim in paper.claims}
+    for target in spec.targets:
+        claim = claims.get(target.claim_id)
+        if claim is None:
+            problems.append(f"target claim_id {target.claim_id!r} is not in the paper's claims ledger")
+            continue
+        if abs(claim.value - target.reported) > 1e-9 * max(1.0, abs(claim.value)):
+            problems.append(
+                f"target {target.claim_id}: reported {target.reported} but the ledger says {claim.value} ({claim.text})"
+            )
+    pages = {page.page: normalise(page.text) for page in paper.pages}
+    whole = " ".join(pages.values())
+    for hp in spec.hyperparameters:
+        if hp.source != "paper":
+            continue
+        quote = normalise(hp.quote or "")
+        page_text = pages.get(hp.page or -1)
+        if page_text is None:
+            problems.append(f"hyperparameter {hp.name!r}: page {hp.page} does not exist (paper has {paper.n_pages})")
+        elif quote not in page_text:
+            where = "on another page" if quote in whole else "anywhere in the paper"
+            problems.append(f"hyperparameter {hp.name!r}: quote {hp.quote!r} not found on page {hp.page} ({where})")
+    return problems
+
+
+# --------------------------------------------------------------------------- spec.md <-> Spec
+
+_SECTIONS: list[tuple[str, str, str]] = [
+    # (field, heading, what the researcher should know when editing it)
+    ("paper_slug", "Paper", "The ingested paper this spec replicates (papers/<slug>/paper.json)."),
+    ("objective", "Objective", "What this replication sets out to show."),
+    (
+        "targets",
+        "Targets",
+        "Ledger claims to replicate: claim id, metric key the script reports, direction, absolute tolerance, seeds.",
+    ),
+    ("data", "Data", "The real data (never synthetic), its split and the unit of the split."),
+    ("method", "Method", "The method and the baselines compared against."),
+    (
+        "hyperparameters",
+        "Hyperparameters",
+        "Each value with its source: `paper` with page and quote, or `assumed` with a reason.",
+    ),
+    ("config", "Run config", "The exact config the experiment script reads for the full run."),
+    ("budget", "Budget", "Compute budget and ETA of the full run."),
+    ("smoke", "Smoke run", "Overrides for the smoke run, small enough that every stage fires in minutes."),
+    ("checkpoints", "Checkpoints", "Where the agent pauses for the researcher."),
+    ("decisions", "Decisions taken", "Obvious choices the agent made and states (practices §8)."),
+    ("open_questions", "Open questions", "Decisions for the researcher: metric, baselines, thresholds, deviations."),
+]
+
+_HEADING_TO_FIELD = {heading.lower(): field for field, heading, _ in _SECTIONS}
+_BLOCK = re.compile(r"^##\s+(?P<heading>.+?)\s*$\n(?P<body>.*?)(?=^##\s|\Z)", re.M | re.S)
+_YAML = re.compile(r"```ya?ml\s*\n(?P<yaml>.*?)```", re.S)
+
+
+def to_markdown(spec: Spec, *, title: str = "") -> str:
+    data = spec.model_dump(mode="json")
+    lines = [
+        f"# Replication spec: {title or spec.paper_slug}",
+        "",
+        "Edit the YAML blocks below, then run `replicate approve ID --edit`: this file is re-read and validated.",
+        "Text outside the YAML blocks is ignored.",
+        "",
+    ]
+    for field, heading, hint in _SECTIONS:
+        body = yaml.safe_dump(data[field], sort_keys=False, allow_unicode=True, width=110).rstrip()
+        lines += [f"## {heading}", "", hint, "", "```yaml", body, "```", ""]
+    return "\n".join(lines)
+
+
+def from_markdown(text: str) -> Spec:
+    """Parse spec.md back into a validated Spec. Raises SpecError naming the section that is wrong."""
+    values: dict[str, Any] = {}
+    for match in _BLOCK.finditer(text):
+        field = _HEADING_TO_FIELD.get(match.group("heading").strip().lower())
+        if field is None:
+            continue
+        block = _YAML.search(match.group("body"))
+        if block is None:
+            raise SpecError(f"spec.md section '{match.group('heading')}' has no ```yaml block")
+        try:
+            values[field] = yaml.safe_load(block.group("yaml"))
+        except yaml.YAMLError as exc:
+            raise SpecError(f"spec.md section '{match.group('heading')}': YAML does not parse: {exc}") from exc
+    missing = [heading for field, heading, _ in _SECTIONS if field not in values and field in _REQUIRED]
+    if missing:
+        raise SpecError(f"spec.md lacks the section(s): {', '.join(missing)}")
+    values = {key: value for key, value in values.items() if value is not None or key in _REQUIRED}
+    try:
+        return Spec.model_validate(values)
+    except ValidationError as exc:
+        raise SpecError(f"spec.md does not validate: {_short(exc)}") from exc
+
+
+_REQUIRED = {"paper_slug", "objective", "targets", "data", "method", "budget"}
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "spec"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_spec(spec: Spec, folder: Path, *, title: str = "") -> tuple[Path, Path]:
+    """Write spec.json and spec.md (each atomically). Returns (json_path, md_path)."""
+    json_path, md_path = folder / "spec.json", folder / "spec.md"
+    _atomic_write(json_path, spec.model_dump_json(indent=2) + "\n")
+    _atomic_write(md_path, to_markdown(spec, title=title))
+    return json_path, md_path
+
+
+def load_spec(path: Path) -> Spec:
+    """Load spec.json (or spec.md, by suffix)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SpecError(f"spec not found: {path}") from exc
+    if path.suffix == ".md":
+        return from_markdown(text)
+    try:
+        return Spec.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as exc:
+        raise SpecError(f"{path} does not validate: {exc}") from exc
