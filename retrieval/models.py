@@ -59,6 +59,9 @@ class Claim(BaseModel):
     method: str | None = None
     higher_is_better: bool | None = None
     quote: str  # the sentence or table line it came from
+    # True when the sentence attributes the number to other work ("as reported in Wan et al. [2013]"): a reference
+    # point the paper prints, not a result of its own experiments, so not a replication target by default.
+    cited: bool = False
 
 
 class SetupItem(BaseModel):

@@ -1,0 +1,299 @@
+"""Open and validate a PDF, and read each page as words, visual lines and text.
+
+Everything later (tables, claims, setup, sections) works from the `PageData` built here, so a page is read by
+pymupdf exactly once (one text page, two extractions from it). Ligatures are expanded ("ﬂ" -> "fl") so quotes can
+be searched for, and words keep their boxes so tables can be rebuilt from geometry: many papers' tables have no
+ruling lines, and pymupdf's own table finder garbles numbers, so we never rely on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pymupdf
+
+from retrieval.errors import IngestError
+
+# Extraction flags: keep whitespace, clip to the media box, map unknown glyphs, but EXPAND ligatures (no
+# TEXT_PRESERVE_LIGATURES) and leave images out (we only need to know whether a page has any).
+TEXT_FLAGS = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_CID_FOR_UNKNOWN_UNICODE
+
+_CHAR_FIXES = str.maketrans(
+    {"\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2212": "-", "\ufb01": "fi", "\ufb02": "fl", "\u00ad": ""}
+)
+_BOLD_FONT = re.compile(r"bold|black|heavy|medi|semibold|demi", re.IGNORECASE)
+
+
+def clean(text: str) -> str:
+    """Normalise characters that differ between PDFs but not in meaning (minus sign, odd spaces, ligatures)."""
+    text = text.translate(_CHAR_FIXES)
+    if "\ufb00" in text or "\ufb03" in text or "\ufb04" in text:
+        text = text.replace("\ufb00", "ff").replace("\ufb03", "ffi").replace("\ufb04", "ffl")
+    return text
+
+
+def collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def join_lines(lines: list[str]) -> str:
+    """Join wrapped lines into running text, undoing end-of-line hyphenation ("al-" + "gorithms").
+
+    A hyphen between two lowercase letters at a line break is a typesetting hyphen and is dropped; before a capital
+    or a digit it is part of a name ("Fashion-" + "MNIST", "CIFAR-" + "10") and is kept, without a space.
+    """
+    out = ""
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        if not out:
+            out = line
+        elif out.endswith("-") and len(out) > 1 and out[-2].isalpha():
+            prefix = out.rsplit(" ", 1)[-1]
+            # "randomly-selected": an adverb before a hyphen is a compound, not a word split by TeX.
+            if out[-2].islower() and line[:1].islower() and not prefix.endswith("ly-"):
+                out = out[:-1] + line
+            else:
+                out = out + line
+        else:
+            out = out + " " + line
+    return out
+
+
+@dataclass
+class Word:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    text: str
+
+    @property
+    def xc(self) -> float:
+        return (self.x0 + self.x1) / 2
+
+    @property
+    def yc(self) -> float:
+        return (self.y0 + self.y1) / 2
+
+
+@dataclass
+class Line:
+    """A visual line: pymupdf lines of one block that share a baseline, merged left to right."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    text: str
+    size: float  # largest font size on the line
+    bold: bool  # most characters in a bold/medium face
+    block: int  # index of the pymupdf block it came from
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+
+@dataclass
+class Block:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return join_lines([line.text for line in self.lines])
+
+
+@dataclass
+class PageData:
+    number: int  # 1-based
+    width: float
+    height: float
+    words: list[Word]
+    blocks: list[Block]
+    has_images: bool
+
+    @property
+    def lines(self) -> list[Line]:
+        return [line for block in self.blocks for line in block.lines]
+
+    @property
+    def text(self) -> str:
+        """Page text: one line per block, wrapped lines joined and hyphenation undone (see `join_lines`).
+
+        Claim and setup quotes are built the same way, so every quote is a substring of this text after `collapse`.
+        """
+        return "\n".join(block.text for block in self.blocks)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_file(path: Path) -> bytes:
+    """Reject what is plainly not a readable PDF before pymupdf sees it; returns the file's bytes."""
+    if not path.exists():
+        raise IngestError(f"{path}: no such file")
+    if path.is_dir():
+        raise IngestError(f"{path}: is a directory, not a PDF file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not data:
+        raise IngestError(f"{path}: empty file (0 bytes), not a PDF")
+    if b"%PDF-" not in data[:1024]:
+        raise IngestError(f"{path}: not a PDF (no %PDF header)")
+    # A complete PDF ends with %%EOF (possibly followed by a little whitespace or junk). pymupdf silently repairs
+    # truncated files and would hand us fewer pages, so a missing trailer is refused here.
+    if b"%%EOF" not in data[-2048:]:
+        raise IngestError(f"{path}: truncated or corrupt PDF (no %%EOF trailer)")
+    return data
+
+
+def open_pdf(path: Path) -> tuple[pymupdf.Document, bytes]:
+    """Open `path` as a PDF or raise `IngestError` with a one-line reason."""
+    data = check_file(path)
+    try:
+        doc = pymupdf.open(stream=data, filetype="pdf")
+    except Exception as exc:  # pymupdf raises its own FileDataError/RuntimeError variants
+        raise IngestError(f"{path}: corrupt PDF ({collapse(str(exc))[:120]})") from exc
+    if doc.needs_pass:
+        doc.close()
+        raise IngestError(f"{path}: PDF is encrypted (password protected); decrypt it first, e.g. qpdf --decrypt")
+    if doc.page_count == 0:
+        doc.close()
+        raise IngestError(f"{path}: PDF has no pages")
+    if getattr(doc, "is_repaired", False):
+        doc.close()
+        raise IngestError(f"{path}: truncated or corrupt PDF (its cross-reference table is broken)")
+    return doc, data
+
+
+def _is_bold(span: dict) -> bool:
+    return bool(span.get("flags", 0) & 16) or bool(_BOLD_FONT.search(span.get("font", "")))
+
+
+def read_page(page: pymupdf.Page) -> PageData:
+    textpage = page.get_textpage(flags=TEXT_FLAGS)
+    raw_words = page.get_text("words", textpage=textpage)
+    words = [Word(w[0], w[1], w[2], w[3], clean(w[4])) for w in raw_words if w[4].strip()]
+    info = page.get_text("dict", textpage=textpage)
+    blocks: list[Block] = []
+    for b_index, block in enumerate(info["blocks"]):
+        if block.get("type", 0) != 0:
+            continue
+        merged: list[Line] = []
+        for line in block["lines"]:
+            direction = line.get("dir", (1, 0))
+            if abs(direction[0] - 1) > 0.01:  # rotated text (arXiv stamp in the margin): not part of the body
+                continue
+            spans = [s for s in line["spans"] if s["text"].strip()]
+            if not spans:
+                continue
+            text = clean("".join(s["text"] for s in line["spans"])).strip()
+            x0, y0, x1, y1 = line["bbox"]
+            size = max(s["size"] for s in spans)
+            bold_chars = sum(len(s["text"]) for s in spans if _is_bold(s))
+            bold = bold_chars * 2 > sum(len(s["text"]) for s in spans)
+            prev = merged[-1] if merged else None
+            if prev is not None and min(prev.y1, y1) - max(prev.y0, y0) > 0.5 * min(prev.height, y1 - y0):
+                # Same baseline as the previous line of this block: one visual line ("1" + "Introduction").
+                prev.text = prev.text + " " + text if x0 >= prev.x0 else text + " " + prev.text
+                prev.x0, prev.y0 = min(prev.x0, x0), min(prev.y0, y0)
+                prev.x1, prev.y1 = max(prev.x1, x1), max(prev.y1, y1)
+                prev.size = max(prev.size, size)
+                prev.bold = prev.bold and bold
+                continue
+            merged.append(Line(x0, y0, x1, y1, text, size, bold, b_index))
+        if merged:
+            bx0, by0, bx1, by1 = block["bbox"]
+            blocks.append(Block(bx0, by0, bx1, by1, merged))
+    has_images = any(b.get("type") == 1 for b in info["blocks"]) or bool(page.get_images(full=False))
+    return PageData(page.number + 1, page.rect.width, page.rect.height, words, blocks, has_images)
+
+
+def read_pdf(path: Path) -> tuple[list[PageData], dict, str]:
+    """Validate and read every page. Returns (pages, pdf metadata, sha256 of the file)."""
+    doc, data = open_pdf(path)
+    try:
+        try:
+            pages = [read_page(page) for page in doc]
+        except Exception as exc:  # a damaged content stream surfaces only when a page is parsed
+            raise IngestError(f"{path}: corrupt PDF page ({collapse(str(exc))[:120]})") from exc
+        metadata = dict(doc.metadata or {})
+    finally:
+        doc.close()
+    if not any(page.words for page in pages):
+        what = "scanned images only" if any(page.has_images for page in pages) else "no text"
+        raise IngestError(f"{path}: PDF has no text layer ({what}); run OCR first, e.g. ocrmypdf in.pdf out.pdf")
+    return pages, metadata, hashlib.sha256(data).hexdigest()
+
+
+def body_font_size(pages: list[PageData]) -> float:
+    """The most common font size, weighted by characters: the size of running text."""
+    weights: dict[float, int] = {}
+    for page in pages:
+        for line in page.lines:
+            key = round(line.size, 1)
+            weights[key] = weights.get(key, 0) + len(line.text)
+    return max(weights, key=lambda k: weights[k]) if weights else 10.0
+
+
+HEADING_NAMES = re.compile(
+    r"^(abstract|introduction|related work|background|method(s|ology)?|approach|model|experiments?|"
+    r"experimental (setup|results|settings?)|results|evaluation|discussion|analysis|conclusions?|"
+    r"conclusion and future work|limitations|future work|references|bibliography|acknowledge?ments?|appendix|"
+    r"supplementary material)\b",
+    re.IGNORECASE,
+)
+NUMBERED_HEADING = re.compile(r"^(?P<num>(\d+(\.\d+)*|[IVX]+|[A-H](\.\d+)*)\.?)\s+(?P<title>[A-Z].*)$")
+
+
+@dataclass
+class Heading:
+    page: int
+    line: Line
+    title: str
+    level: int
+
+
+def find_headings(pages: list[PageData], body_size: float) -> list[Heading]:
+    """Section headings: short lines set larger than body text, or bold and numbered / a usual section name."""
+    headings: list[Heading] = []
+    for page in pages:
+        for block in page.blocks:
+            for index, line in enumerate(block.lines):
+                text = line.text.strip()
+                if not text or len(text) > 90 or len(text.split()) > 12 or not text[0].isalnum():
+                    continue
+                numbered = NUMBERED_HEADING.match(text)
+                named = HEADING_NAMES.match(numbered.group("title") if numbered else text)
+                larger = line.size >= body_size + 0.9
+                if text.endswith((".", ",", ";")) and not (named and len(text.split()) <= 3):
+                    continue
+                if not (larger and (numbered or named or index == 0)) and not (line.bold and (numbered or named)):
+                    continue
+                if numbered and not re.search(r"[A-Za-z]{3}", numbered.group("title")):
+                    continue
+                if (
+                    numbered
+                    and re.fullmatch(r"\d+", numbered.group("num").rstrip("."))
+                    and int(numbered.group("num").rstrip(".")) > 30
+                ):
+                    continue  # "2017 Conference ..." is not section 2017
+                level = numbered.group("num").rstrip(".").count(".") + 1 if numbered else 1
+                headings.append(Heading(page.number, line, text, level))
+    return headings

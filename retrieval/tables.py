@@ -1,0 +1,434 @@
+"""Find tables on PDF pages and rebuild them from word boxes.
+
+Why not pymupdf's `find_tables`: most ML papers typeset tables with booktabs or no rules at all, and its text
+extraction splits numbers ("66.72" -> "6672\\n."). We rebuild tables from geometry instead:
+
+1. a table is anchored on its caption ("Table 3: ...", "Table 3 – continued from previous page"), or found as a run
+   of rows with several aligned cells and numbers when the paper prints no caption;
+2. words in the table's area are grouped into rows by vertical overlap, and each row into cells by horizontal gaps
+   wider than a word space;
+3. columns are the x-ranges that body rows cover, separated by gutters no body row crosses; a cell that crosses a
+   gutter spans several columns (header) or is split word by word (body);
+4. rows above the first numeric row are the header (multi-row headers are joined " / ", spanning labels repeat);
+5. pieces with the same label on later pages ("continued") are appended to one logical table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from statistics import median
+
+from retrieval.pdf import Line, PageData, Word, collapse
+
+# "Table 3:", "Table 3.", "TABLE II", "Table 3 – continued from previous page", "Table A1 (continued)".
+CAPTION_RE = re.compile(
+    r"^(?P<kind>Table|TABLE|Tab\.|Figure|FIGURE|Fig\.)\s*(?P<num>[A-Z]?\d+[a-z]?|[IVXL]+)\b\s*(?P<rest>.*)$"
+)
+CONTINUED_RE = re.compile(r"^\s*[(\-–—:]*\s*(continued|cont(?:'d|\.|inued)?)\b", re.IGNORECASE)
+CONTINUES_NEXT_RE = re.compile(r"continued\s+on\s+(the\s+)?next\s+page|continues\s+on\s+next\s+page", re.IGNORECASE)
+
+_VALUE = r"[-+]?(?:\d{1,3}(?:,\s?\d{3})+(?:\.\d+)?|\d*\.\d+|\d+)(?:[eE][-+]?\d+)?"
+_PM = r"(?:±|\+/-|\+-|\+ -)"
+# A cell that is one number, possibly with a percent sign, a ± spread, a parenthesised spread and footnote marks.
+NUMBER_CELL_RE = re.compile(
+    rf"^[(\[]?(?P<value>{_VALUE})\s*(?P<pct>%)?\s*"
+    rf"(?:(?:{_PM})\s*(?P<std>{_VALUE})\s*%?|\(\s*(?:{_PM})?\s*(?P<std2>{_VALUE})\s*%?\s*\))?"
+    r"[)\]]?\s*[*†‡§¶⋆∗]*\s*[a-z]?$"
+)
+
+
+def parse_number(text: str) -> tuple[float, float | None] | None:
+    """(value, std) when `text` is one printed number such as "0.812±0.003", "89.7%", "60, 000"; else None."""
+    match = NUMBER_CELL_RE.match(text.strip())
+    if not match:
+        return None
+    try:
+        value = float(match.group("value").replace(",", "").replace(" ", ""))
+        raw_std = match.group("std") or match.group("std2")
+        std = float(raw_std.replace(",", "").replace(" ", "")) if raw_std else None
+    except ValueError:
+        return None
+    return value, std
+
+
+@dataclass
+class Segment:
+    x0: float
+    x1: float
+    words: list[Word]
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.text for w in self.words)
+
+
+@dataclass
+class Row:
+    y0: float
+    y1: float
+    words: list[Word]
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return " ".join(seg.text for seg in self.segments) if self.segments else " ".join(w.text for w in self.words)
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    def numeric(self) -> bool:
+        return any(parse_number(seg.text) is not None for seg in self.segments)
+
+
+@dataclass
+class TableRow:
+    cells: list[str]
+    page: int
+    line: str  # the row as printed, for quotes
+    kind: str = "body"  # "body" | "section" (a label-only row such as a dataset name spanning the table)
+
+
+@dataclass
+class ExtractedTable:
+    label: str
+    caption: str
+    pages: list[int]
+    header: list[str]
+    rows: list[TableRow]
+    n_cols: int
+    continues: bool = False  # the last piece said "continued on next page"
+    bottom: float = 0.0  # y of the last row on its page, to detect unlabeled continuations
+    page_height: float = 792.0
+    areas: list[tuple[int, float, float, float, float]] = field(default_factory=list)  # (page, x0, y0, x1, y1)
+
+    @property
+    def number(self) -> str:
+        """Short id used in claim ids: "3" for "Table 3", "p4-1" for an unlabeled table."""
+        return self.label.split(" ", 1)[1] if " " in self.label else self.label
+
+
+def group_rows(words: list[Word]) -> list[Row]:
+    """Group words into visual rows: a word joins a row when it overlaps the row's tallest word vertically."""
+    rows: list[Row] = []
+    for word in sorted(words, key=lambda w: (w.yc, w.x0)):
+        height = word.y1 - word.y0
+        placed = False
+        for row in reversed(rows[-3:]):
+            overlap = min(row.y1, word.y1) - max(row.y0, word.y0)
+            if overlap > 0.5 * min(row.height, height):
+                row.words.append(word)
+                if height > row.height:  # the anchor band is the tallest word's (sub/superscripts stay inside)
+                    row.y0, row.y1 = word.y0, word.y1
+                placed = True
+                break
+        if not placed:
+            rows.append(Row(word.y0, word.y1, [word]))
+    for row in rows:
+        row.words.sort(key=lambda w: w.x0)
+    return rows
+
+
+def split_segments(row: Row, gap: float) -> list[Segment]:
+    segments: list[Segment] = []
+    for word in row.words:
+        if segments and word.x0 - segments[-1].x1 <= gap:
+            segments[-1].words.append(word)
+            segments[-1].x1 = max(segments[-1].x1, word.x1)
+        else:
+            segments.append(Segment(word.x0, word.x1, [word]))
+    row.segments = segments
+    return segments
+
+
+def cell_gap(rows: list[Row]) -> float:
+    """The horizontal gap that separates cells: wider than a word space at this font size."""
+    heights = [w.y1 - w.y0 for row in rows for w in row.words]
+    return max(3.5, 0.55 * median(heights)) if heights else 5.0
+
+
+def column_intervals(rows: list[Row], gap: float) -> list[tuple[float, float]]:
+    """X-ranges of columns: where body cells lie, split at gutters that (almost) no multi-cell row crosses."""
+    multi = [row for row in rows if len(row.segments) >= 2] or rows
+    spans = [(seg.x0, seg.x1) for row in multi for seg in row.segments]
+    if not spans:
+        return []
+    tolerance = len(multi) // 8  # a stray overflowing cell does not erase a gutter
+    points = sorted({x for span in spans for x in span})
+    covered: list[tuple[float, float]] = []
+    for left, right in zip(points, points[1:], strict=False):
+        mid = (left + right) / 2
+        count = sum(1 for x0, x1 in spans if x0 <= mid <= x1)
+        if count > tolerance:
+            covered.append((left, right))
+    columns: list[tuple[float, float]] = []
+    for left, right in covered:
+        if columns and left - columns[-1][1] <= gap:
+            columns[-1] = (columns[-1][0], right)
+        else:
+            columns.append((left, right))
+    return columns
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return min(a1, b1) - max(a0, b0)
+
+
+def _nearest(columns: list[tuple[float, float]], x: float) -> int:
+    return min(
+        range(len(columns)),
+        key=lambda i: 0 if columns[i][0] <= x <= columns[i][1] else min(abs(columns[i][0] - x), abs(columns[i][1] - x)),
+    )
+
+
+def assign_body(row: Row, columns: list[tuple[float, float]]) -> list[str]:
+    cells: list[list[str]] = [[] for _ in columns]
+    for seg in row.segments:
+        hits = [i for i, (c0, c1) in enumerate(columns) if _overlap(seg.x0, seg.x1, c0, c1) > 0]
+        if len(hits) == 1:
+            cells[hits[0]].append(seg.text)
+        elif not hits:
+            cells[_nearest(columns, (seg.x0 + seg.x1) / 2)].append(seg.text)
+        else:  # crosses a gutter: put each word where its centre lies
+            for word in seg.words:
+                cells[_nearest(columns, word.xc)].append(word.text)
+    return [" ".join(parts) for parts in cells]
+
+
+def assign_header(row: Row, columns: list[tuple[float, float]]) -> list[str]:
+    cells: list[list[str]] = [[] for _ in columns]
+    for seg in row.segments:
+        hits = [
+            i
+            for i, (c0, c1) in enumerate(columns)
+            if _overlap(seg.x0, seg.x1, c0, c1) > max(1.0, 0.2 * min(c1 - c0, seg.x1 - seg.x0))
+        ]
+        if not hits:
+            hits = [_nearest(columns, (seg.x0 + seg.x1) / 2)]
+        for i in hits:  # a spanning label ("Test Accuracy" over Fashion and MNIST) belongs to every column it spans
+            cells[i].append(seg.text)
+    return [" ".join(parts) for parts in cells]
+
+
+def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> ExtractedTable | None:
+    """Turn the rows of one table area into header + cells. None when the area does not look like a table."""
+    rows = [row for row in rows if row.words]
+    if not rows:
+        return None
+    gap = cell_gap(rows)
+    for row in rows:
+        split_segments(row, gap)
+    first_numeric = next((i for i, row in enumerate(rows) if row.numeric()), None)
+    if first_numeric is None:  # a table of text: first row is the header when it has several cells
+        first_numeric = 1 if len(rows) > 1 and len(rows[0].segments) >= 2 else 0
+    header_rows, body_rows = rows[:first_numeric], rows[first_numeric:]
+    if not body_rows:
+        return None
+    columns = column_intervals(body_rows, gap)
+    if header_rows:  # a header cell over empty body space is a column too (e.g. no row label on this page)
+        for seg in header_rows[-1].segments:
+            if not any(_overlap(seg.x0, seg.x1, c0, c1) > 0 for c0, c1 in columns):
+                columns.append((seg.x0, seg.x1))
+        columns.sort()
+    if len(columns) < 2:
+        return None
+    header_parts = [assign_header(row, columns) for row in header_rows]
+    header = [" / ".join(p[i] for p in header_parts if p[i]) for i in range(len(columns))]
+    table_rows: list[TableRow] = []
+    for row in body_rows:
+        cells = assign_body(row, columns)
+        filled = [c for c in cells if c]
+        kind = "section" if len(filled) == 1 and len(row.segments) == 1 and parse_number(filled[0]) is None else "body"
+        table_rows.append(TableRow(cells, page.number, collapse(row.text), kind))
+    return ExtractedTable(
+        label=label,
+        caption=caption,
+        pages=[page.number],
+        header=header,
+        rows=table_rows,
+        n_cols=len(columns),
+        bottom=body_rows[-1].y1,
+        page_height=page.height,
+        areas=[
+            (
+                page.number,
+                min(w.x0 for r in rows for w in r.words),
+                rows[0].y0,
+                max(w.x1 for r in rows for w in r.words),
+                rows[-1].y1,
+            )
+        ],
+    )
+
+
+@dataclass
+class CaptionHit:
+    label: str
+    kind: str  # "table" | "figure"
+    continued: bool
+    text: str
+    line: Line
+    y0: float
+    y1: float
+
+
+def find_captions(page: PageData) -> list[CaptionHit]:
+    """Caption lines: a line that starts with "Table N"/"Figure N" followed by ':', '.', '|', a dash, or nothing."""
+    hits: list[CaptionHit] = []
+    for block in page.blocks:
+        for index, line in enumerate(block.lines):
+            match = CAPTION_RE.match(line.text)
+            if not match:
+                continue
+            rest = match.group("rest")
+            continued = bool(CONTINUED_RE.match(rest))
+            if not continued:
+                # A caption is "Table 2: text" / "TABLE II" alone on a line; "Table 2 gives ..." and a sentence
+                # ending "... in Figure 1." are references in running text.
+                if rest and not re.match(r"^[:.|–—-]\s*\S", rest):
+                    continue
+                if not rest and index > 0:
+                    continue
+            kind = "table" if match.group("kind").lower().startswith("tab") else "figure"
+            label = f"{'Table' if kind == 'table' else 'Figure'} {match.group('num')}"
+            # The caption runs to the end of its block (wrapped caption lines), not into table rows.
+            lines = [line.text]
+            y1 = line.y1
+            for follow in block.lines[index + 1 :]:
+                if follow.y0 - y1 > 1.2 * line.height or CAPTION_RE.match(follow.text):
+                    break
+                lines.append(follow.text)
+                y1 = follow.y1
+            text = " ".join(lines)
+            hits.append(CaptionHit(label, kind, continued, collapse(text), line, line.y0, y1))
+    return hits
+
+
+def two_column_split(page: PageData) -> float | None:
+    """The x of the gutter on a two-column page, or None on a one-column page."""
+    mid = page.width / 2
+    lines = [line for line in page.lines if len(line.text) > 20]
+    left = sum(1 for line in lines if line.x1 <= mid + 5)
+    right = sum(1 for line in lines if line.x0 >= mid - 5)
+    crossing = len(lines) - left - right
+    if left >= 5 and right >= 5 and crossing <= 0.25 * (left + right):
+        return mid
+    return None
+
+
+def _is_paragraph(row: Row, width: float, gap: float) -> bool:
+    """A line of running text: wide, many words, and no gap wider than a stretched sentence space."""
+    if len(row.words) < 7 or row.words[-1].x1 - row.words[0].x0 < 0.6 * width:
+        return False
+    return all(b.x0 - a.x1 <= 2 * gap for a, b in zip(row.words, row.words[1:], strict=False))
+
+
+def _walk(
+    rows: list[Row], start: int, step: int, width: float, gap: float, stops: list[tuple[float, float]]
+) -> tuple[list[Row], bool]:
+    """Collect table rows from rows[start] moving by `step` (+1 down, -1 up) until prose, a caption or a big gap."""
+    taken: list[Row] = []
+    continues = False
+    i = start
+    heights = [r.height for r in rows] or [10.0]
+    unit = median(heights)
+    while 0 <= i < len(rows):
+        row = rows[i]
+        text = row.text
+        if CONTINUES_NEXT_RE.search(text):
+            continues = True
+            break
+        if any(_overlap(row.y0, row.y1, s0, s1) > 0 for s0, s1 in stops):
+            break
+        if _is_paragraph(row, width, gap):
+            break
+        if taken:
+            prev = taken[-1]
+            distance = (row.y0 - prev.y1) if step > 0 else (prev.y0 - row.y1)
+            gaps = [max(0.0, b.y0 - a.y1) for a, b in zip(taken, taken[1:], strict=False)]
+            if step < 0:
+                gaps = [max(0.0, a.y0 - b.y1) for a, b in zip(taken, taken[1:], strict=False)]
+            # Rows of a table are evenly spaced; prose or a heading after it sits further away.
+            limit = max(1.5 * unit, 2.5 * median(gaps) + 2.0) if gaps else 2.5 * unit
+            if distance > limit:
+                break
+        taken.append(row)
+        i += step
+    if step < 0:
+        taken.reverse()
+    return taken, continues
+
+
+def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | None = None) -> list[ExtractedTable]:
+    """All tables of a document, continuation pieces merged into one table per label."""
+    stop_lines = stop_lines or {}
+    tables: list[ExtractedTable] = []
+    by_label: dict[str, ExtractedTable] = {}
+    for page in pages:
+        captions = find_captions(page)
+        split = two_column_split(page)
+        stops = [(c.y0, c.y1) for c in captions] + [(ln.y0, ln.y1) for ln in stop_lines.get(page.number, [])]
+        footer_y = page.height * 0.93
+        for hit in (c for c in captions if c.kind == "table"):
+            if split is not None and hit.line.x1 <= split + 5:
+                x0, x1 = 0.0, split
+            elif split is not None and hit.line.x0 >= split - 5:
+                x0, x1 = split, page.width
+            else:
+                x0, x1 = 0.0, page.width
+            words = [w for w in page.words if x0 <= w.xc <= x1 and w.y0 < footer_y]
+            rows = group_rows(words)
+            gap = cell_gap(rows)
+            for row in rows:
+                split_segments(row, gap)
+            own = [(hit.y0, hit.y1)]
+            other_stops = [s for s in stops if s not in own]
+            below = [i for i, r in enumerate(rows) if r.y0 >= hit.y1 - 0.5]
+            above = [i for i, r in enumerate(rows) if r.y1 <= hit.y0 + 0.5]
+            width = max((w.x1 for w in words), default=x1) - min((w.x0 for w in words), default=x0)
+            down, cont_down = _walk(rows, below[0], 1, width, gap, other_stops) if below else ([], False)
+            up, cont_up = _walk(rows, above[-1], -1, width, gap, other_stops) if above else ([], False)
+            score_down = sum(1 for r in down if len(r.segments) >= 2)
+            score_up = sum(1 for r in up if len(r.segments) >= 2)
+            chosen, continues = (down, cont_down) if score_down >= score_up else (up, cont_up)
+            table = build_table([Row(r.y0, r.y1, list(r.words)) for r in chosen], hit.label, hit.text, page)
+            if table is None:
+                continue
+            table.continues = continues
+            _add(table, hit.continued, tables, by_label)
+    return tables
+
+
+def _add(table: ExtractedTable, continued: bool, tables: list[ExtractedTable], by_label: dict[str, ExtractedTable]):
+    previous = by_label.get(table.label)
+    if previous is not None and (continued or previous.continues):
+        merge_into(previous, table)
+        return
+    if previous is not None:  # a second caption with the same label (e.g. a table of contents): keep it apart
+        table.label = f"{table.label} (p{table.pages[0]})"
+    by_label[table.label] = table
+    tables.append(table)
+
+
+def merge_into(first: ExtractedTable, piece: ExtractedTable) -> None:
+    """Append a continuation piece, aligning columns by header label when both pieces have headers."""
+    mapping = list(range(piece.n_cols))
+    if piece.header and first.header and piece.header != first.header:
+        index = {h: i for i, h in enumerate(first.header) if h}
+        mapping = [index.get(h, i) for i, h in enumerate(piece.header)]
+    for row in piece.rows:
+        cells = [""] * first.n_cols
+        for i, cell in enumerate(row.cells):
+            target = mapping[i] if i < len(mapping) else i
+            if target < first.n_cols:
+                cells[target] = (cells[target] + " " + cell).strip()
+            elif cell:
+                cells[-1] = (cells[-1] + " " + cell).strip()
+        first.rows.append(TableRow(cells, row.page, row.line, row.kind))
+    for page in piece.pages:
+        if page not in first.pages:
+            first.pages.append(page)
+    first.areas.extend(piece.areas)
+    first.continues = piece.continues
+    first.bottom = piece.bottom
