@@ -68,10 +68,33 @@ class TrialRow(BaseModel):
 
 
 COLUMNS = [
-    "trial", "verdict", "metric_mean", "metric_std", "seeds", "improvement", "threshold", "incumbent_mean",
-    "proposer", "kind", "change", "rationale", "papers", "citations_verified", "citations", "reason", "values",
-    "cost_s", "commit", "tag", "files_changed", "config_changes", "config", "run_dirs", "started_at", "ended_at",
-]  # fmt: skip
+    "trial",
+    "verdict",
+    "metric_mean",
+    "metric_std",
+    "seeds",
+    "improvement",
+    "threshold",
+    "incumbent_mean",
+    "proposer",
+    "kind",
+    "change",
+    "rationale",
+    "papers",
+    "citations_verified",
+    "citations",
+    "reason",
+    "values",
+    "cost_s",
+    "commit",
+    "tag",
+    "files_changed",
+    "config_changes",
+    "config",
+    "run_dirs",
+    "started_at",
+    "ended_at",
+]
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
@@ -110,7 +133,7 @@ class Ledger:
 
     def save(self) -> None:
         frame = self.frame()
-        text = frame.to_csv(sep="\t", index=False, lineterminator="\n")
+        text = frame.to_csv(sep="\t", index=False, lineterminator="\n", float_format="%.6g")
         _atomic_bytes(self.tsv, text.encode("utf-8"))
         tmp = self.parquet.with_name(f".{self.parquet.name}.tmp")
         frame.to_parquet(tmp, index=False)
@@ -150,16 +173,29 @@ def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str
     for verdict, colour in colours.items():
         sel = [r for r in rows if r.verdict == verdict and math.isfinite(r.metric_mean)]
         if sel:
-            ax.scatter([r.trial for r in sel], [r.metric_mean for r in sel], c=colour, s=36, zorder=3,
-                       label=f"{verdict} ({len(sel)})")  # fmt: skip
+            ax.scatter(
+                [r.trial for r in sel],
+                [r.metric_mean for r in sel],
+                c=colour,
+                s=36,
+                zorder=3,
+                label=f"{verdict} ({len(sel)})",
+            )
             for r in sel:
                 ax.scatter([r.trial] * len(r.values), r.values, c=colour, s=8, alpha=0.35, zorder=2)
     finite = [r.metric_mean for r in rows if math.isfinite(r.metric_mean)]
     failed = [r for r in rows if r.verdict in ("crash", "rejected")]
     if failed and finite:
         y = max(finite) if direction == "min" else min(finite)
-        ax.scatter([r.trial for r in failed], [y] * len(failed), marker="x", c="grey", s=36, zorder=3,
-                   label=f"crash/rejected ({len(failed)})")  # fmt: skip
+        ax.scatter(
+            [r.trial for r in failed],
+            [y] * len(failed),
+            marker="x",
+            c="grey",
+            s=36,
+            zorder=3,
+            label=f"crash/rejected ({len(failed)})",
+        )
     inc = [(t, v) for t, v in incumbent_path(rows) if math.isfinite(v)]
     if inc:
         ax.step([t for t, _ in inc], [v for _, v in inc], where="post", c="black", lw=1.2, label="incumbent")
@@ -209,33 +245,48 @@ def report_section(rows: list[TrialRow], *, metric: str, direction: str, noise_s
         for c in r.citations:
             mark = "verified" if c.verified else "NOT verified in the index"
             lines.append(f'  - cites {c.paper_id} {c.title!s}: "{c.quote}" ({mark})')
-    lines += ["", "### All trials (worst first)", "", "| trial | verdict | mean | std | n | change | papers | cost s |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "### All trials (worst first)",
+        "",
+        "| trial | verdict | mean | std | n | change | papers | cost s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     order = {"crash": 0, "rejected": 1, "discard": 2, "keep": 3, "baseline": 4}
     for r in sorted(rows, key=lambda r: (order.get(r.verdict, 0), r.trial)):
         papers = ", ".join(f"{c.paper_id}{'' if c.verified else ' (unverified)'}" for c in r.citations) or "-"
         change = r.change.replace("|", "/")[:120]
-        lines.append(f"| {r.trial} | {r.verdict} | {_fmt(r.metric_mean)} | {_fmt(r.metric_std)} | {len(r.values)} | "
-                     f"{change} | {papers} | {r.cost_s:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {r.trial} | {r.verdict} | {_fmt(r.metric_mean)} | {_fmt(r.metric_std)} | {len(r.values)} | "
+            f"{change} | {papers} | {r.cost_s:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_report(tune_dir: Path, rows: list[TrialRow], *, metric: str, direction: str, noise_std: float,
-                 summary: dict) -> tuple[Path, Path, Path]:  # fmt: skip
+def write_report(
+    tune_dir: Path, rows: list[TrialRow], *, metric: str, direction: str, noise_std: float, summary: dict
+) -> tuple[Path, Path, Path]:
     """report.md + self-contained report.html + metric_vs_trial.png in the tune dir."""
     tune_dir = Path(tune_dir)
-    png = plot_metric(rows, tune_dir / "metric_vs_trial.png", metric=metric, direction=direction,
-                      title=f"{summary.get('target', '')}: {metric} vs trial")  # fmt: skip
+    png = plot_metric(
+        rows,
+        tune_dir / "metric_vs_trial.png",
+        metric=metric,
+        direction=direction,
+        title=f"{summary.get('target', '')}: {metric} vs trial",
+    )
     md_text = report_section(rows, metric=metric, direction=direction, noise_std=noise_std, summary=summary)
     md_text += f"\n![{metric} vs trial]({png.name})\n"
     md = tune_dir / "report.md"
     _atomic_bytes(md, md_text.encode("utf-8"))
     image = base64.b64encode(png.read_bytes()).decode("ascii")
     body = "\n".join(_md_line_to_html(line) for line in md_text.splitlines() if not line.startswith("!["))
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tune report</title>"
-            f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}"
-            f"td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}</style></head><body>{body}"
-            f"<p><img alt='{metric} vs trial' src='data:image/png;base64,{image}'></p></body></html>")  # fmt: skip
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tune report</title>"
+        f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}"
+        f"td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}</style></head><body>{body}"
+        f"<p><img alt='{metric} vs trial' src='data:image/png;base64,{image}'></p></body></html>"
+    )
     out = tune_dir / "report.html"
     _atomic_bytes(out, page.encode("utf-8"))
     return md, out, png

@@ -147,8 +147,13 @@ class OptunaProposer:
         self._asked[trial.number] = trial
         changes = {k: v for k, v in params.items() if state.incumbent_config.get(k) != v}
         summary = describe_changes(changes) or "the incumbent's settings (re-sampled)"
-        return Proposal(source="optuna", summary=summary, rationale=f"optuna {type(self.study.sampler).__name__} "
-                        f"trial #{trial.number}", config=params, optuna_number=trial.number)  # fmt: skip
+        return Proposal(
+            source="optuna",
+            summary=summary,
+            rationale=f"optuna {type(self.study.sampler).__name__} trial #{trial.number}",
+            config=params,
+            optuna_number=trial.number,
+        )
 
     def observe(self, proposal: Proposal | None, row: TrialRow, knobs: dict[str, Knob]) -> None:
         value = row.metric_mean if row.verdict in ("baseline", "keep", "discard") else math.nan
@@ -214,24 +219,36 @@ def _history_table(rows: list[TrialRow], limit: int = 30) -> str:
         return "(none yet)"
     lines = ["trial | verdict | mean (std, n) | change | reason"]
     for r in rows[-limit:]:
-        lines.append(f"{r.trial} | {r.verdict} | {r.metric_mean:.4g} ({r.metric_std:.2g}, {len(r.values)}) | "
-                     f"{r.change[:160]} | {r.reason[:120]}")  # fmt: skip
+        lines.append(
+            f"{r.trial} | {r.verdict} | {r.metric_mean:.4g} ({r.metric_std:.2g}, {len(r.values)}) | "
+            f"{r.change[:160]} | {r.reason[:120]}"
+        )
     return "\n".join(lines)
 
 
 def _experiment_text(state: TuneState) -> str:
     t = state.target
     noise = f"{state.noise_std:.3g}" if math.isfinite(state.noise_std) else "unknown"
-    return (f"name: {t.name}\nscript: {t.script}\nmetric: {t.metric.name} ({t.metric.direction}imize) - "
-            f"{t.metric.definition}\nincumbent {t.metric.name}: {state.incumbent_mean:.5g}; "
-            f"seed noise (std): {noise}")  # fmt: skip
+    return (
+        f"name: {t.name}\nscript: {t.script}\nmetric: {t.metric.name} ({t.metric.direction}imize) - "
+        f"{t.metric.definition}\nincumbent {t.metric.name}: {state.incumbent_mean:.5g}; "
+        f"seed noise (std): {noise}"
+    )
 
 
 class LLMProposer:
     name = "llm"
 
-    def __init__(self, model: Any, *, log_dir: Path, index: Any = None, hybrid: bool = False, hits_per_query: int = 4,
-                 trial_time: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        log_dir: Path,
+        index: Any = None,
+        hybrid: bool = False,
+        hits_per_query: int = 4,
+        trial_time: str = "",
+    ):
         self.model, self.log_dir, self.index, self.hybrid = model, Path(log_dir), index, hybrid
         self.hits_per_query, self.trial_time = hits_per_query, trial_time
 
@@ -241,11 +258,18 @@ class LLMProposer:
         from agent.llm import structured_call
 
         queries = structured_call(
-            self.model, "tune_search", TUNE_SEARCH,
-            {"experiment": _experiment_text(state), "history": _history_table(state.rows),
-             "metric": state.target.metric.name},
-            SearchQueries, log_dir=self.log_dir, metadata={"trial": state.trial_number},
-        )  # fmt: skip
+            self.model,
+            "tune_search",
+            TUNE_SEARCH,
+            {
+                "experiment": _experiment_text(state),
+                "history": _history_table(state.rows),
+                "metric": state.target.metric.name,
+            },
+            SearchQueries,
+            log_dir=self.log_dir,
+            metadata={"trial": state.trial_number},
+        )
         seen: dict[str, str] = {}
         blocks = []
         for query in queries.queries[:3]:
@@ -267,8 +291,10 @@ class LLMProposer:
         from agent.llm import structured_call
 
         papers, titles = self._papers(state)
-        knobs = "\n".join(f"- {n}: {k.describe()}; incumbent {state.incumbent_config.get(n, '(script default)')}"
-                          for n, k in state.knobs.items())  # fmt: skip
+        knobs = "\n".join(
+            f"- {n}: {k.describe()}; incumbent {state.incumbent_config.get(n, '(script default)')}"
+            for n, k in state.knobs.items()
+        )
         code = "\n\n".join(f"--- {path} ---\n{text}" for path, text in state.code.items())
 
         def applicable(reply: LLMProposal) -> None:  # shown back to the model for a retry when it fails
@@ -277,15 +303,32 @@ class LLMProposer:
                     n = state.code[edit.path].count(edit.search)
                     raise ValueError(f"edit of {edit.path}: the search text occurs {n} times; it must occur once")
 
-        focus = ("Optuna tunes the numeric knobs between your turns: propose a structural change (code edit) or a new "
-                 "knob from the literature." if self.hybrid else "")  # fmt: skip
+        focus = (
+            "Optuna tunes the numeric knobs between your turns: propose a structural change (code edit) or a new "
+            "knob from the literature."
+            if self.hybrid
+            else ""
+        )
         reply = structured_call(
-            self.model, "tune_propose", TUNE_PROPOSE,
-            {"trial_time": self.trial_time, "trial_number": state.trial_number, "focus": focus,
-             "experiment": _experiment_text(state), "knobs": knobs, "history": _history_table(state.rows),
-             "papers": papers, "code": code, "protected": ", ".join(state.target.protected) or "none"},
-            LLMProposal, log_dir=self.log_dir, check=applicable, metadata={"trial": state.trial_number},
-        )  # fmt: skip
+            self.model,
+            "tune_propose",
+            TUNE_PROPOSE,
+            {
+                "trial_time": self.trial_time,
+                "trial_number": state.trial_number,
+                "focus": focus,
+                "experiment": _experiment_text(state),
+                "knobs": knobs,
+                "history": _history_table(state.rows),
+                "papers": papers,
+                "code": code,
+                "protected": ", ".join(state.target.protected) or "none",
+            },
+            LLMProposal,
+            log_dir=self.log_dir,
+            check=applicable,
+            metadata={"trial": state.trial_number},
+        )
         citations = []
         for c in reply.citations:
             if self.index is None:
@@ -297,8 +340,15 @@ class LLMProposer:
                 (self.index.get_meta(c.paper_id) or {}).get("title", "") if self.index else ""
             )
             citations.append(CitationRecord(paper_id=c.paper_id, quote=c.quote, verified=ok, title=title or why))
-        return Proposal(source="llm", summary=reply.summary, rationale=reply.rationale, config=dict(reply.config),
-                        edits=list(reply.edits), new_knobs=dict(reply.new_knobs), citations=citations)  # fmt: skip
+        return Proposal(
+            source="llm",
+            summary=reply.summary,
+            rationale=reply.rationale,
+            config=dict(reply.config),
+            edits=list(reply.edits),
+            new_knobs=dict(reply.new_knobs),
+            citations=citations,
+        )
 
     def observe(self, proposal: Proposal | None, row: TrialRow, knobs: dict[str, Knob]) -> None:
         """The LLM reads the ledger each time; nothing to remember."""
@@ -320,5 +370,7 @@ class HybridProposer:
 
 
 def proposal_json(p: Proposal) -> str:
-    return json.dumps({"source": p.source, "summary": p.summary, "config": p.config,
-                       "edits": [e.model_dump() for e in p.edits]}, default=str)  # fmt: skip
+    return json.dumps(
+        {"source": p.source, "summary": p.summary, "config": p.config, "edits": [e.model_dump() for e in p.edits]},
+        default=str,
+    )

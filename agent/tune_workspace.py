@@ -147,6 +147,10 @@ class Workspace:
         except GitError:
             shutil.rmtree(tree.path, ignore_errors=True)
             git(self.repo, "worktree", "prune")
+        try:
+            tree.path.parent.rmdir()  # trials/trial-NNN/, empty once its worktree is gone
+        except OSError:
+            pass
 
     def log(self) -> str:
         return git(self.repo, "log", "--oneline", "--decorate", BRANCH)
