@@ -96,15 +96,20 @@ class Embedder:
             vec = self.model.encode([text], batch_size=1, convert_to_numpy=True, normalize_embeddings=True)
         return np.asarray(vec[0], dtype=np.float32)
 
-    def encode(self, texts: list[str], *, batch_size: int | None = None) -> np.ndarray:
+    def encode(self, texts: list[str], *, batch_size: int | None = None, fast: bool | None = None) -> np.ndarray:
         """Embed many texts fast: sorted by length (little padding), tokenised in a background thread while the
         accelerator runs the previous batch, large fp16 batches on CUDA, one device->host copy per call."""
         import torch
 
         model = self.model
         on_gpu = self.device.startswith("cuda")
+        if not (on_gpu if fast is None else fast):
+            # on a CPU the forward pass dominates and sentence-transformers' own loop is as fast
+            vecs = model.encode(texts, batch_size=batch_size or 64, convert_to_numpy=True, normalize_embeddings=True)
+            return np.asarray(vecs, dtype=np.float32).reshape(len(texts), -1)
         if batch_size is None:
             batch_size = 1024 if on_gpu else 64
+        prep = getattr(model, "preprocess", None) or model.tokenize
         order = np.argsort([-len(t) for t in texts], kind="stable")
         batches = [[texts[i] for i in order[s : s + batch_size]] for s in range(0, len(texts), batch_size)]
         q: queue.Queue = queue.Queue(maxsize=4)
@@ -112,9 +117,10 @@ class Embedder:
         def tokenise() -> None:  # HF fast tokenizers release the GIL, so this overlaps with the forward passes
             try:
                 for batch in batches:
-                    features = model.tokenize(batch)
+                    features = prep(batch)
                     if on_gpu:
                         features = {k: v.pin_memory() if hasattr(v, "pin_memory") else v for k, v in features.items()}
+                        # pinned host memory lets the copy to the GPU run asynchronously
                     q.put(features)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer and re-raised there
                 q.put(exc)
@@ -130,7 +136,10 @@ class Embedder:
                     break
                 if isinstance(features, BaseException):
                     raise features
-                features = {k: v.to(model.device, non_blocking=True) for k, v in features.items()}
+                features = {
+                    k: v.to(model.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                    for k, v in features.items()
+                }
                 emb = model(features)["sentence_embedding"]
                 outs.append(torch.nn.functional.normalize(emb.float(), dim=-1))
         worker.join()

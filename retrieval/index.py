@@ -293,6 +293,22 @@ class PaperIndex:
         self._sync_bm25(progress=False)
         return report
 
+    def fetch_arxiv(
+        self, query: str, max_results: int = 20, *, pdfs: bool = False, api_url: str | None = None
+    ) -> tuple[ImportStats, AddReport | None]:
+        """Fetch metadata (and with `pdfs`, the PDFs, which are then added as full text) from the arXiv API."""
+        from retrieval.arxiv_fetch import fetch_records, write_jsonl
+
+        pdf_dir = self.path / "pdfs" if pdfs else None
+        records = fetch_records(query, max_results, api_url=api_url, pdf_dir=pdf_dir)
+        jsonl = write_jsonl(records, self.path / "fetched")
+        stats = self.import_jsonl(jsonl, progress=False)
+        added = None
+        if pdf_dir is not None:
+            ids = {r["id"].replace("/", "_") for r in records}
+            added = self.add_pdfs([pdf_dir / f"{i}.pdf" for i in sorted(ids)], progress=False)
+        return stats, added
+
     # -- embeddings --------------------------------------------------------------------------------------------
     def embed(
         self,
