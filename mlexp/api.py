@@ -15,12 +15,15 @@ Layout: `runs_root/registry.json` (all runs of the project), `runs_root/<name>/<
 from __future__ import annotations
 
 import errno
+import functools
+import importlib.util
 import json
 import os
 import platform
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +53,33 @@ def _now() -> str:
     return datetime.now(UTC).astimezone().isoformat(timespec="seconds")
 
 
+@functools.lru_cache(maxsize=1)
+def _torch_cuda_version() -> str:
+    """torch's CUDA build, read from torch/version.py without importing torch (a multi-second import)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "none"
+    version_file = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        match = re.search(r"^cuda[^=]*=\s*['\"]([^'\"]+)['\"]", version_file.read_text(), re.MULTILINE)
+    except OSError:
+        return "none"
+    return match.group(1) if match else "none"
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_names() -> tuple[str, ...]:
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return ()
+    try:
+        proc = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return tuple(line.strip() for line in proc.stdout.splitlines() if line.strip()) if proc.returncode == 0 else ()
+
+
 def environment() -> dict[str, Any]:
     """Host, python, key library versions, CUDA and GPU name: what runs.yaml needs to judge stability."""
     env: dict[str, Any] = {
@@ -63,28 +93,17 @@ def environment() -> dict[str, Any]:
             env["sklearn" if lib == "scikit-learn" else lib] = importlib_metadata.version(lib)
         except importlib_metadata.PackageNotFoundError:
             continue
-    env["gpu"], env["cuda"] = "none", "none"
-    if "torch" in env:
-        try:
-            import torch
-
-            env["cuda"] = torch.version.cuda or "none"
-            if torch.cuda.is_available():
-                env["gpu"] = torch.cuda.get_device_name(0)
-        except Exception:  # noqa: BLE001 - a broken CUDA install must not stop the run from being recorded
-            pass
+    gpus = _gpu_names()
+    env["gpu"] = ", ".join(gpus) if gpus else "none"
+    env["cuda"] = _torch_cuda_version()
     return env
 
 
 def _device() -> str:
-    if shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "0") not in ("", "-1"):
-        try:
-            import torch
-
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            return "cpu"
-    return "cpu"
+    """'cuda' when a GPU is visible and torch was built with CUDA, else 'cpu' (the script may still check)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0") in ("", "-1"):
+        return "cpu"
+    return "cuda" if _gpu_names() and _torch_cuda_version() != "none" else "cpu"
 
 
 def _disk_error(exc: OSError, what: str) -> RunDirError:
