@@ -18,3 +18,12 @@ __all__ = [
     "SetupItem",
     "Table",
 ]
+
+
+def __getattr__(name: str):
+    """`retrieval.PaperIndex`, imported on first use: it pulls in numpy, scipy and the BM25 stack."""
+    if name == "PaperIndex":
+        from retrieval.index import PaperIndex
+
+        return PaperIndex
+    raise AttributeError(f"module 'retrieval' has no attribute {name!r}")
