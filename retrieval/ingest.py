@@ -70,19 +70,24 @@ def _authors(pages: list[PageData], title_size: float, headings: list[Heading]) 
     return list(dict.fromkeys(names))
 
 
+def _yc(line) -> float:
+    return (line.y0 + line.y1) / 2
+
+
 def _sections(pages: list[PageData], headings: list[Heading]) -> list[Section]:
     sections: list[Section] = []
     spans: list[tuple[Heading, int, float, int, float]] = []
     for i, heading in enumerate(headings):
         nxt = headings[i + 1] if i + 1 < len(headings) else None
-        end_page, end_y = (nxt.page, nxt.line.y0) if nxt else (pages[-1].number, pages[-1].height + 1)
-        spans.append((heading, heading.page, heading.line.y1, end_page, end_y))
+        # Compare line centres: a heading's box and the next line's box often overlap by a point or two.
+        end_page, end_y = (nxt.page, _yc(nxt.line) - 1) if nxt else (pages[-1].number, pages[-1].height + 1)
+        spans.append((heading, heading.page, _yc(heading.line) + 1, end_page, end_y))
     for heading, p0, y0, p1, y1 in spans:
         lines = []
         for page in pages[p0 - 1 : p1]:
             for line in page.lines:
-                after_start = page.number > p0 or line.y0 >= y0 - 0.5
-                before_end = page.number < p1 or line.y0 < y1 - 0.5
+                after_start = page.number > p0 or _yc(line) > y0
+                before_end = page.number < p1 or _yc(line) < y1
                 if after_start and before_end and line is not heading.line:
                     lines.append(line.text)
         title = re.sub(r"^(\d+(\.\d+)*|[IVX]+|[A-H](\.\d+)*)\.?\s+", "", heading.title)
@@ -100,7 +105,7 @@ def _references(section: Section | None, pages: list[PageData], heading: Heading
     lines = []
     for page in pages[section.page_start - 1 : section.page_end]:
         for line in page.lines:
-            if (page.number > heading.page or line.y0 > heading.line.y1 - 0.5) and line is not heading.line:
+            if (page.number > heading.page or _yc(line) > _yc(heading.line) + 1) and line is not heading.line:
                 lines.append(line)
     lines = [ln for ln in lines if not re.fullmatch(r"\d{1,3}", ln.text.strip())]  # page numbers
     if not lines:
@@ -108,11 +113,16 @@ def _references(section: Section | None, pages: list[PageData], heading: Heading
     entries: list[list[str]] = []
     numbered = sum(1 for ln in lines if re.match(r"^\s*(\[\d+\]|\d+\.\s)", ln.text)) >= max(2, len(lines) // 5)
     column_lefts = sorted({round(ln.x0) for ln in lines})
+    indented = any(2 < b - a <= 20 for a, b in zip(column_lefts, column_lefts[1:], strict=False))
+    previous_block = -1
     for line in lines:
         if numbered:
             starts = bool(re.match(r"^\s*(\[\d+\]|\d+\.\s)", line.text))
-        else:  # hanging indent: an entry's first line starts at the column's left edge
+        elif indented:  # hanging indent: an entry's first line starts at the column's left edge
             starts = not any(2 < line.x0 - x <= 20 for x in column_lefts)
+        else:  # no numbers, no indent: one text block per entry
+            starts = line.block != previous_block
+        previous_block = line.block
         if starts or not entries:
             entries.append([line.text])
         else:
@@ -164,7 +174,7 @@ def parse_pdf(path: str | Path) -> Paper:
     for page in pages:
         for hit in find_captions(page):
             captions.append(Caption(kind=hit.kind, label=hit.label, text=hit.text, page=page.number))
-            skip.setdefault(page.number, []).append((0.0, hit.y0 - 0.5, page.width, hit.y1 + 0.5))
+            skip.setdefault(page.number, []).append((hit.x0 - 1, hit.y0 - 0.5, hit.x1 + 1, hit.y1 + 0.5))
     for table in extracted:
         for number, x0, y0, x1, y1 in table.areas:
             skip.setdefault(number, []).append((x0 - 1, y0 - 1, x1 + 1, y1 + 1))

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from statistics import median
 
-from retrieval.pdf import Line, PageData, Word, collapse
+from retrieval.pdf import Line, PageData, Word, collapse, join_lines
 
 # "Table 3:", "Table 3.", "TABLE II", "Table 3 – continued from previous page", "Table A1 (continued)".
 CAPTION_RE = re.compile(
@@ -196,19 +196,42 @@ def assign_body(row: Row, columns: list[tuple[float, float]]) -> list[str]:
     return [" ".join(parts) for parts in cells]
 
 
-def assign_header(row: Row, columns: list[tuple[float, float]]) -> list[str]:
+def _distance(seg: Segment, column: tuple[float, float]) -> float:
+    return max(column[0] - seg.x1, seg.x0 - column[1], 0.0)
+
+
+def assign_header(row: Row, columns: list[tuple[float, float]]) -> tuple[list[str], list[tuple[float, float]]]:
+    """Header labels per column, and the columns widened to cover their labels.
+
+    A label overlapping one column names it; one overlapping several spans them ("Test Accuracy" over Fashion and
+    MNIST). A label over no column (a left-aligned header above right-aligned numbers) takes the nearest free
+    column in reading order, so "Train  Test" never collapse into one column.
+    """
     cells: list[list[str]] = [[] for _ in columns]
+    hits_of: list[list[int]] = []
     for seg in row.segments:
-        hits = [
-            i
-            for i, (c0, c1) in enumerate(columns)
-            if _overlap(seg.x0, seg.x1, c0, c1) > max(1.0, 0.2 * min(c1 - c0, seg.x1 - seg.x0))
-        ]
+        hits_of.append(
+            [
+                i
+                for i, (c0, c1) in enumerate(columns)
+                if _overlap(seg.x0, seg.x1, c0, c1) > max(1.0, 0.2 * min(c1 - c0, seg.x1 - seg.x0))
+            ]
+        )
+    last = -1
+    for n, (seg, hits) in enumerate(zip(row.segments, hits_of, strict=True)):
         if not hits:
-            hits = [_nearest(columns, (seg.x0 + seg.x1) / 2)]
-        for i in hits:  # a spanning label ("Test Accuracy" over Fashion and MNIST) belongs to every column it spans
+            nxt = next((h[0] for h in hits_of[n + 1 :] if h), len(columns))
+            free = [i for i in range(last + 1, nxt) if not cells[i]] or list(range(len(columns)))
+            hits = [min(free, key=lambda i: _distance(seg, columns[i]))]
+        for i in hits:  # a spanning label belongs to every column it spans
             cells[i].append(seg.text)
-    return [" ".join(parts) for parts in cells]
+        last = max(last, hits[-1])
+    widened = list(columns)
+    for seg, hits in zip(row.segments, hits_of, strict=True):
+        if len(hits) <= 1:
+            i = hits[0] if hits else next(k for k, parts in enumerate(cells) if seg.text in parts)
+            widened[i] = (min(widened[i][0], seg.x0), max(widened[i][1], seg.x1))
+    return [" ".join(parts) for parts in cells], widened
 
 
 def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> ExtractedTable | None:
@@ -226,14 +249,27 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
     if not body_rows:
         return None
     columns = column_intervals(body_rows, gap)
-    if header_rows:  # a header cell over empty body space is a column too (e.g. no row label on this page)
+    if header_rows and columns:
+        # A header cell beyond the outermost body columns is a column of its own (e.g. a row-label column left
+        # blank on this page). One between body columns names its nearest column (a left-aligned header over
+        # right-aligned numbers).
         for seg in header_rows[-1].segments:
-            if not any(_overlap(seg.x0, seg.x1, c0, c1) > 0 for c0, c1 in columns):
+            if any(_overlap(seg.x0, seg.x1, c0, c1) > 0 for c0, c1 in columns):
+                continue
+            if seg.x1 < columns[0][0] - 2 * gap or seg.x0 > columns[-1][1] + 2 * gap:
                 columns.append((seg.x0, seg.x1))
-        columns.sort()
+                columns.sort()
     if len(columns) < 2:
         return None
-    header_parts = [assign_header(row, columns) for row in header_rows]
+    # The lowest header row names the columns; rows above it (spanning group labels) are placed against the
+    # columns widened to their names.
+    header_parts: list[list[str]] = []
+    widened = columns
+    for row in reversed(header_rows):
+        parts, widened_now = assign_header(row, widened)
+        header_parts.insert(0, parts)
+        if widened is columns:
+            widened = widened_now
     header = [" / ".join(p[i] for p in header_parts if p[i]) for i in range(len(columns))]
     table_rows: list[TableRow] = []
     for row in body_rows:
@@ -271,6 +307,8 @@ class CaptionHit:
     line: Line
     y0: float
     y1: float
+    x0: float = 0.0
+    x1: float = 0.0
 
 
 def find_captions(page: PageData) -> list[CaptionHit]:
@@ -294,14 +332,14 @@ def find_captions(page: PageData) -> list[CaptionHit]:
             label = f"{'Table' if kind == 'table' else 'Figure'} {match.group('num')}"
             # The caption runs to the end of its block (wrapped caption lines), not into table rows.
             lines = [line.text]
-            y1 = line.y1
+            y1, x0, x1 = line.y1, line.x0, line.x1
             for follow in block.lines[index + 1 :]:
                 if follow.y0 - y1 > 1.2 * line.height or CAPTION_RE.match(follow.text):
                     break
                 lines.append(follow.text)
-                y1 = follow.y1
-            text = " ".join(lines)
-            hits.append(CaptionHit(label, kind, continued, collapse(text), line, line.y0, y1))
+                y1, x0, x1 = follow.y1, min(x0, follow.x0), max(x1, follow.x1)
+            text = join_lines(lines)
+            hits.append(CaptionHit(label, kind, continued, collapse(text), line, line.y0, y1, x0, x1))
     return hits
 
 
@@ -319,9 +357,12 @@ def two_column_split(page: PageData) -> float | None:
 
 def _is_paragraph(row: Row, width: float, gap: float) -> bool:
     """A line of running text: wide, many words, and no gap wider than a stretched sentence space."""
-    if len(row.words) < 7 or row.words[-1].x1 - row.words[0].x0 < 0.6 * width:
+    if len(row.words) < 6:
         return False
-    return all(b.x0 - a.x1 <= 2 * gap for a, b in zip(row.words, row.words[1:], strict=False))
+    if any(b.x0 - a.x1 > 2 * gap for a, b in zip(row.words, row.words[1:], strict=False)):
+        return False
+    wordy = sum(1 for w in row.words if re.fullmatch(r"[A-Za-z][a-z'’-]*[,.;:]?", w.text))
+    return wordy >= 0.6 * len(row.words) or row.words[-1].x1 - row.words[0].x0 >= 0.6 * width
 
 
 def _walk(
@@ -368,7 +409,9 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
     for page in pages:
         captions = find_captions(page)
         split = two_column_split(page)
-        stops = [(c.y0, c.y1) for c in captions] + [(ln.y0, ln.y1) for ln in stop_lines.get(page.number, [])]
+        # Captions and headings end a table, but only those in the table's own column of the page.
+        stops = [(c.y0, c.y1, c.line.x0, c.line.x1) for c in captions]
+        stops += [(ln.y0, ln.y1, ln.x0, ln.x1) for ln in stop_lines.get(page.number, [])]
         footer_y = page.height * 0.93
         for hit in (c for c in captions if c.kind == "table"):
             if split is not None and hit.line.x1 <= split + 5:
@@ -378,12 +421,18 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
             else:
                 x0, x1 = 0.0, page.width
             words = [w for w in page.words if x0 <= w.xc <= x1 and w.y0 < footer_y]
+            if split is not None and (x0, x1) != (0.0, page.width):
+                # On a two-column page, leave out full-width lines (title, abstract) that reach into this column.
+                wide = [ln for ln in page.lines if ln.x0 < split - 10 and ln.x1 > split + 10]
+                words = [w for w in words if not any(ln.y0 <= w.yc <= ln.y1 and ln.x0 <= w.xc <= ln.x1 for ln in wide)]
             rows = group_rows(words)
             gap = cell_gap(rows)
             for row in rows:
                 split_segments(row, gap)
             own = [(hit.y0, hit.y1)]
-            other_stops = [s for s in stops if s not in own]
+            other_stops = [
+                (s0, s1) for s0, s1, sx0, sx1 in stops if (s0, s1) not in own and x0 <= (sx0 + sx1) / 2 <= x1
+            ]
             below = [i for i, r in enumerate(rows) if r.y0 >= hit.y1 - 0.5]
             above = [i for i, r in enumerate(rows) if r.y1 <= hit.y0 + 0.5]
             width = max((w.x1 for w in words), default=x1) - min((w.x0 for w in words), default=x0)
