@@ -62,7 +62,10 @@ class ScriptedChatModel(BaseChatModel):
             script = json.loads(Path(self.script_path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ScriptError(f"scripted model: cannot read script {self.script_path}: {exc}") from exc
-        if not isinstance(script, dict) or not all(isinstance(v, list) for v in script.values()):
+        if not isinstance(script, dict):
+            raise ScriptError(f"scripted model: {self.script_path} must map prompt names to lists of replies")
+        script = {k: v for k, v in script.items() if not k.startswith("_")}  # "_comment" keys document the script
+        if not all(isinstance(v, list) for v in script.values()):
             raise ScriptError(f"scripted model: {self.script_path} must map prompt names to lists of replies")
         return script
 
