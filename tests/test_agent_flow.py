@@ -18,8 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from retrieval.ingest import parse_pdf
 
 REPO = Path(__file__).resolve().parents[1]
