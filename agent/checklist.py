@@ -1,0 +1,844 @@
+"""The deterministic hypothesis checklist: runs after every comparison, with or without an LLM.
+
+It looks for the reasons a replication most often misses a number without any error being raised:
+- setup mismatches: what the paper states (setup items, the `key=value` parameters printed in a claim's table row),
+  what the approved spec says, and what the run's resolved config actually used (epochs, iterations, batch size,
+  learning rate, optimiser, preprocessing, split, ...);
+- silent failures (practices §13): device_map="auto", padding to a huge max_length, pad_token = eos_token, gradient
+  accumulation changing the effective batch size, silent truncation, and optimisers stopping before convergence;
+- run diagnostics: failed runs, post-run check problems, training curves still improving at the end, NaN losses,
+  and results significantly better than the paper (§10: look for a leak before trusting them);
+- too few seeds for the gap; metric-definition mismatches (percent vs fraction, error vs accuracy, direction, split).
+Each finding is a `Hypothesis` with evidence from this run and, where one exists, a concrete config change.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agent.hypotheses import Ablation, Hypothesis, _flat, _run_list, sort_hypotheses
+
+# Config keys that name the same setting. A key not listed is matched by its exact (normalised) name.
+ALIASES: dict[str, set[str]] = {
+    "epochs": {"epochs", "epoch", "n_epochs", "num_epochs", "max_epochs", "num_train_epochs", "training_epochs"},
+    "iterations": {
+        "max_iter",
+        "max_iters",
+        "iterations",
+        "n_iter",
+        "n_iters",
+        "num_iterations",
+        "iters",
+        "steps",
+        "max_steps",
+        "train_steps",
+        "num_steps",
+        "n_steps",
+        "num_train_steps",
+    },
+    "batch_size": {
+        "batch_size",
+        "batch",
+        "bs",
+        "train_batch_size",
+        "per_device_train_batch_size",
+        "minibatch_size",
+        "mini_batch_size",
+    },
+    "learning_rate": {"learning_rate", "lr", "learning_rate_init", "step_size", "eta0"},
+    "optimizer": {"optimizer", "optim", "solver", "optimiser"},
+    "weight_decay": {"weight_decay", "wd"},
+    "preprocessing": {
+        "preprocessing",
+        "preprocess",
+        "normalize",
+        "normalise",
+        "normalization",
+        "normalisation",
+        "scaler",
+        "scaling",
+        "standardize",
+        "standardise",
+        "augmentation",
+        "augment",
+        "transform",
+        "transforms",
+    },
+    "split": {
+        "split",
+        "train_size",
+        "test_size",
+        "val_size",
+        "validation_split",
+        "n_train",
+        "train_subset",
+        "subset",
+        "max_train_samples",
+        "n_train_samples",
+        "train_samples",
+        "train_fraction",
+    },
+    "seeds": {"seeds", "n_seeds", "num_seeds", "repeats", "n_repeats", "n_runs", "num_runs", "repetitions"},
+    "dropout": {"dropout", "dropout_rate", "drop_rate", "dropout_p"},
+}
+_CANON = {alias: canon for canon, aliases in ALIASES.items() for alias in aliases}
+TRAINING_LENGTH = {"epochs", "iterations"}
+_IMPORTANT = TRAINING_LENGTH | {"batch_size", "learning_rate", "optimizer", "preprocessing", "split"}
+_IGNORED_RUN_KEYS = {"seed", "smoke", "data_dir", "data_path", "out_dir", "output_dir", "device", "threads"}
+
+_PARAM_RE = re.compile(r"(?<![\w.])([A-Za-z_][\w]*)\s*=\s*(\[[^\]]*\]|\([^)]*\)|[^\s,;]+)")
+_REPEATS_RE = re.compile(
+    r"(?:repeated|run|trained|averaged over)\s+(\d+|two|three|four|five|ten)\s+times|"
+    r"(?:mean|average|averaged)\s+(?:of|over|across)\s+(\d+|two|three|four|five|ten)\s+"
+    r"(?:independent\s+)?(?:runs|seeds|trials|repetitions|random seeds)",
+    re.IGNORECASE,
+)
+_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "ten": 10}
+
+SILENT_PATTERNS: list[tuple[str, str, re.Pattern[str], str, str]] = [
+    # (id, where: code|log, pattern, statement, priority)
+    (
+        "device-map-auto",
+        "code",
+        re.compile(r"device_map\s*=\s*['\"]auto['\"]"),
+        'device_map="auto" silently uses pipeline parallelism (one GPU idle during training); a time-limited run '
+        "then does fewer steps than planned",
+        "medium",
+    ),
+    (
+        "padding-max-length",
+        "code",
+        re.compile(r"padding\s*=\s*['\"]max_length['\"]"),
+        'padding="max_length" pads every sequence to max_length: with a large max_length training is many times '
+        "slower with no error, and a time or step budget buys less training",
+        "medium",
+    ),
+    (
+        "pad-eos",
+        "code",
+        re.compile(r"pad_token(?:_id)?\s*=\s*[\w.\[\]'\"]*eos_token"),
+        "pad_token is set to eos_token: if padding is not masked out of the loss the model learns to predict EOS "
+        "everywhere",
+        "medium",
+    ),
+    (
+        "truncation",
+        "log",
+        re.compile(
+            r"Token indices sequence length is longer than|longer than the specified maximum sequence length|"
+            r"truncat(?:ed|ing) to \d+|exceeds the maximum (?:sequence|position)",
+            re.IGNORECASE,
+        ),
+        "inputs were silently truncated to the model's maximum length: no error, just wrong results on long inputs",
+        "high",
+    ),
+    (
+        "not-converged",
+        "log",
+        re.compile(
+            r"ConvergenceWarning|failed to converge|did not converge|max_iter was reached|"
+            r"TOTAL NO\.? OF ITERATIONS REACHED LIMIT|Maximum number of iteration reached",
+            re.IGNORECASE,
+        ),
+        "the optimiser stopped at its iteration limit before converging (only a warning): the model is under-trained",
+        "high",
+    ),
+]
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def canonical(key: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", key.rsplit(".", 1)[-1].lower()).strip("_")
+    return _CANON.get(name, name)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        text = value.strip().replace(",", "").replace("_", "")
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return None
+
+
+def _parse_value(value: Any) -> Any:
+    """Values printed in a paper come as text: "1e-3", "[100, 10]", "None", "'ovr'"."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text.strip("'\"")
+
+
+def same_value(a: Any, b: Any) -> bool:
+    a, b = _parse_value(a), _parse_value(b)
+    na, nb = _num(a), _num(b)
+    if na is not None and nb is not None:
+        return math.isclose(na, nb, rel_tol=1e-6, abs_tol=1e-12)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    norm = lambda v: re.sub(r"\s+", "", str(v).lower())  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def _comparable(value: Any) -> bool:
+    """A paper's free-text setup value ("the official 60k/10k split") cannot be compared with a config value."""
+    parsed = _parse_value(value)
+    if _num(parsed) is not None or isinstance(parsed, list | tuple | bool) or parsed is None:
+        return True
+    return isinstance(parsed, str) and len(parsed.split()) == 1 and len(parsed) <= 30
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def _claim(paper: Any, claim_id: str) -> Any:
+    for claim in _get(paper, "claims", None) or []:
+        if claim.id == claim_id:
+            return claim
+    return None
+
+
+def _completed(runs: Iterable[Any]) -> list[Any]:
+    return [r for r in runs if _get(r, "status") == "completed" and not _get(r, "smoke", False)]
+
+
+def _runs_for(runs: Any, claim_id: str) -> list[Any]:
+    if isinstance(runs, Mapping):
+        return list(runs.get(claim_id, []))
+    return list(runs or [])
+
+
+def _run_config(run: Any) -> dict[str, Any]:
+    return {k: v for k, v in _flat(dict(_get(run, "config", {}) or {})).items() if k not in _IGNORED_RUN_KEYS}
+
+
+def _toward(verdict: Any) -> str:
+    """The direction a fix that closes the gap should move the metric's value."""
+    if verdict is None or verdict.gap is None or verdict.verdict not in ("diverged", "better"):
+        return "unknown"
+    return "increase" if verdict.gap < 0 else "decrease"
+
+
+def _priority(verdicts: Sequence[Any], important: bool) -> str:
+    if any(v.verdict in ("diverged", "better") for v in verdicts):
+        return "high" if important else "medium"
+    return "medium" if important else "low"
+
+
+def paper_repeats(paper: Any) -> int | None:
+    """How many runs the paper averages, from a setup item or a sentence like "repeated 5 times"."""
+    setup = _get(paper, "setup", None)
+    for item in getattr(setup, "items", []) or []:
+        if canonical(item.key) == "seeds":
+            match = re.search(r"\d+", item.value)
+            if match:
+                return int(match.group())
+    text = " ".join(p.text for p in (_get(paper, "pages", None) or []))
+    match = _REPEATS_RE.search(re.sub(r"\s+", " ", text))
+    if match:
+        word = (match.group(1) or match.group(2)).lower()
+        return int(_WORDS.get(word, word))
+    return None
+
+
+# --------------------------------------------------------------------------- setup mismatches
+
+
+def _expected_settings(paper: Any, spec: Any, target: Any, claim: Any) -> list[tuple[str, Any, str, bool]]:
+    """(key, value, where it is stated, from the paper?) in precedence order: paper first, then the spec."""
+    out: list[tuple[str, Any, str, bool]] = []
+    if claim is not None:
+        row_text = " ".join(str(x) for x in (claim.row, claim.method, claim.column) if x)
+        label = f"{claim.table or 'p.' + str(claim.page)} row {claim.row!r}" if claim.row else f"claim {claim.id}"
+        for key, value in _PARAM_RE.findall(row_text):
+            out.append((key, value, f"the paper ({label})", True))
+    setup = _get(paper, "setup", None)
+    for item in getattr(setup, "items", []) or []:
+        if canonical(item.key) in _IMPORTANT and _comparable(item.value):
+            out.append((item.key, item.value, f"the paper (p.{item.page}: {item.quote.strip()[:120]!r})", True))
+    for hp in _get(spec, "hyperparameters", None) or []:
+        if hp.source == "paper":
+            out.append((hp.name, hp.value, f"the spec, from the paper (p.{hp.page}: {(hp.quote or '')[:120]!r})", True))
+        else:
+            out.append((hp.name, hp.value, f"the approved spec (assumed: {hp.reason})", False))
+    if spec is not None and hasattr(spec, "run_config") and target is not None and not isinstance(target, Mapping):
+        try:
+            approved = _flat(spec.run_config(smoke=False, target=target))
+        except Exception:  # a duck-typed spec without the full Spec API
+            approved = {}
+        stated = {canonical(key): value for key, value, _, _ in out}
+        for key, value in approved.items():
+            if key not in _IGNORED_RUN_KEYS and not same_value(stated.get(canonical(key), object()), value):
+                out.append((key, value, "the approved spec's run config", False))
+    return out
+
+
+def setup_mismatches(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) -> list[Hypothesis]:
+    targets = {t.claim_id: t for t in (_get(spec, "targets", None) or [])}
+    found: dict[str, dict[str, Any]] = {}
+    for verdict in verdicts:
+        completed = _completed(_runs_for(runs, verdict.claim_id))
+        if not completed:
+            continue
+        actual = _run_config(completed[0])
+        by_canon: dict[str, list[str]] = {}
+        for key in actual:
+            by_canon.setdefault(canonical(key), []).append(key)
+        claim = _claim(paper, verdict.claim_id)
+        for key, expected, where, from_paper in _expected_settings(paper, spec, targets.get(verdict.claim_id), claim):
+            canon = canonical(key)
+            if canon == "seeds":
+                continue  # seeds are the number of runs, checked by `seed_checks`
+            run_keys = by_canon.get(canon, [])
+            if not run_keys:
+                if from_paper and (canon in _IMPORTANT or claim is not None and key in str(claim.row or "")):
+                    entry = found.setdefault(
+                        f"setup-unset-{canon}",
+                        dict(key=key, run_key=None, expected=expected, actual=None, verdicts=[], evidence=[]),
+                    )
+                    entry["verdicts"].append(verdict)
+                    entry["evidence"].append(f"{where} states {key}={expected}; the run config has no {key!r} key")
+                continue
+            for run_key in run_keys:
+                if same_value(actual[run_key], expected):
+                    continue
+                entry = found.setdefault(
+                    f"setup-{run_key}",
+                    dict(
+                        key=key,
+                        run_key=run_key,
+                        expected=expected,
+                        actual=actual[run_key],
+                        verdicts=[],
+                        evidence=[],
+                        from_paper=from_paper,
+                    ),  # fmt: skip
+                )
+                if verdict not in entry["verdicts"]:
+                    entry["verdicts"].append(verdict)
+                line = f"{where} says {key}={expected}; the run used {run_key}={actual[run_key]}"
+                if line not in entry["evidence"]:
+                    entry["evidence"].append(line)
+    out = []
+    for hid, entry in found.items():
+        canon, vs = canonical(entry["key"]), entry["verdicts"]
+        claim_ids = sorted({v.claim_id for v in vs})
+        evidence = entry["evidence"] + [f"{v.claim_id}: {v.verdict}, gap {v.gap:+.4g}" for v in vs if v.gap is not None]
+        if entry["run_key"] is None:
+            statement = (
+                f"The paper's {entry['key']}={entry['expected']} is not set by the run config; the code's own "
+                f"default may differ from the paper's setting"
+            )
+            out.append(
+                Hypothesis(
+                    id=hid,
+                    statement=statement,
+                    category="setup_mismatch",
+                    claim_ids=claim_ids,
+                    evidence=evidence,
+                    priority=_priority(vs, canon in _IMPORTANT) if canon in _IMPORTANT else _priority(vs, False),
+                )
+            )
+            continue
+        shorter = ""
+        a, e = _num(entry["actual"]), _num(_parse_value(entry["expected"]))
+        if canon in TRAINING_LENGTH and a is not None and e is not None and a < e:
+            shorter = f" (trained for {a:g} instead of {e:g} {entry['run_key']}: under-trained)"
+        out.append(
+            Hypothesis(
+                id=hid,
+                statement=f"The run's {entry['run_key']}={entry['actual']} differs from {entry['key']}="
+                f"{entry['expected']} stated in {'the paper' if entry['from_paper'] else 'the approved spec'}{shorter}",
+                category="setup_mismatch",
+                claim_ids=claim_ids,
+                evidence=evidence,
+                ablation=Ablation(
+                    change={entry["run_key"]: _parse_value(entry["expected"])},
+                    expected_direction=_toward(vs[0]),
+                    metric=vs[0].metric,
+                    description=f"rerun with {entry['run_key']}={entry['expected']} as stated",
+                ),
+                priority=_priority(vs, canon in _IMPORTANT),
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- silent failures and diagnostics
+
+
+def _read_tail(path: Path, limit: int = 2_000_000) -> str:
+    try:
+        with open(path, "rb") as fh:
+            size = path.stat().st_size
+            fh.seek(max(0, size - limit))
+            return fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _code_text(run: Any) -> str:
+    script = _get(run, "script")
+    if not script:
+        return ""
+    code_dir = Path(script).parent
+    parts = []
+    for path in sorted(code_dir.glob("*.py"))[:50]:
+        parts.append(_read_tail(path, 200_000))
+    return "\n".join(parts)
+
+
+def _log_text(run: Any) -> str:
+    run_dir = Path(str(_get(run, "run_dir", "") or ""))
+    return "\n".join(_read_tail(run_dir / name) for name in ("training.log", "console.log"))
+
+
+def _first_match(pattern: re.Pattern[str], text: str) -> str | None:
+    match = pattern.search(text)
+    if not match:
+        return None
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    return text[start : end if end >= 0 else None].strip()[:200]
+
+
+def _training_length_key(config: Mapping[str, Any]) -> str | None:
+    for key, value in config.items():
+        if canonical(key) in TRAINING_LENGTH and _num(value) is not None:
+            return key
+    return None
+
+
+def _curve_series(run_dir: Path) -> dict[str, list[float]]:
+    series: dict[str, list[float]] = {}
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return series
+    for line in _read_tail(path).splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        for key, value in row.items():
+            if key in ("step", "total", "time", "elapsed_s", "epoch", "lr", "learning_rate"):
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                series.setdefault(key, []).append(float(value))
+    return series
+
+
+def _curve_direction(key: str) -> int | None:
+    """+1 when higher is better for a logged series, -1 when lower is, None when unknown."""
+    k = key.lower()
+    if any(w in k for w in ("loss", "error", "perplexity", "ppl", "mse", "mae", "rmse", "nll")):
+        return -1
+    if any(w in k for w in ("acc", "f1", "auc", "score", "precision", "recall", "bleu", "rouge")):
+        return 1
+    return None
+
+
+def still_improving(values: Sequence[float], sign: int, *, tail: float = 0.25, share: float = 0.10) -> bool:
+    """True when the last `tail` of the curve still brought more than `share` of the total improvement."""
+    if len(values) < 4:
+        return False
+    start = values[int(len(values) * (1 - tail)) - 1]
+    total = sign * (values[-1] - values[0])
+    late = sign * (values[-1] - start)
+    return total > 0 and late > share * total
+
+
+def silent_failures(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) -> list[Hypothesis]:
+    out: dict[str, Hypothesis] = {}
+    all_runs = _run_list(runs)
+    verdict_by_claim = {v.claim_id: v for v in verdicts}
+
+    def claims_of(run: Any) -> list[Any]:
+        if isinstance(runs, Mapping):
+            return [verdict_by_claim[c] for c, group in runs.items() if run in group and c in verdict_by_claim]
+        return list(verdicts)
+
+    for run in all_runs:
+        if _get(run, "smoke", False):
+            continue
+        name = _get(run, "name", _get(run, "identity", "run"))
+        vs = claims_of(run)
+        config = _run_config(run)
+        code, logs = _code_text(run), _log_text(run)
+        length_key = _training_length_key(config)
+        for hid, where, pattern, statement, priority in SILENT_PATTERNS:
+            line = _first_match(pattern, code if where == "code" else logs)
+            if hid == "device-map-auto" and str(config.get("device_map", "")).lower() == "auto":
+                line = line or "config device_map=auto"
+            if line is None:
+                continue
+            hyp = out.get(hid)
+            if hyp is None:
+                ablation = None
+                if hid == "not-converged" and length_key:
+                    new = int(_num(config[length_key]) * 4)
+                    ablation = Ablation(
+                        change={length_key: new},
+                        expected_direction=_toward(vs[0]) if vs else "unknown",
+                        metric=vs[0].metric if vs else None,
+                        description=f"let the optimiser run longer: {length_key} {config[length_key]} -> {new}",
+                    )
+                hyp = out[hid] = Hypothesis(
+                    id=f"silent-{hid}",
+                    statement=statement[0].upper() + statement[1:],
+                    category="silent_failure",
+                    claim_ids=sorted({v.claim_id for v in vs}),
+                    ablation=ablation,
+                    priority=priority if any(v.verdict != "replicated" for v in vs) else "low",
+                )
+            hyp.evidence.append(f"{name}: {line}")
+        _accumulation_check(out, run, name, config, logs, spec, paper, vs)
+        _curve_checks(out, run, name, config, vs, length_key)
+    return list(out.values())
+
+
+def _accumulation_check(out, run, name, config, logs, spec, paper, vs) -> None:
+    accum_key = next((k for k in config if "accum" in k.lower()), None)
+    accum = _num(config.get(accum_key)) if accum_key else None
+    if not accum or accum <= 1:
+        return
+    batch_key = next((k for k in config if canonical(k) == "batch_size"), None)
+    batch = _num(config.get(batch_key)) if batch_key else None
+    effective = batch * accum if batch else None
+    evidence = [
+        f"{name}: {accum_key}={accum:g}"
+        + (f", {batch_key}={batch:g} -> effective batch {effective:g}" if effective else "")
+    ]
+    if not re.search(r"effective[ _]batch", logs, re.IGNORECASE):
+        evidence.append(f"{name}: the log never states the effective batch size")
+    stated = None
+    for item in getattr(_get(paper, "setup", None), "items", []) or []:
+        if canonical(item.key) == "batch_size" and _num(item.value) is not None:
+            stated = _num(item.value)
+    ablation = None
+    if stated and effective and not math.isclose(stated, effective) and batch:
+        new_accum = stated / batch
+        if new_accum >= 1 and float(new_accum).is_integer():
+            ablation = Ablation(
+                change={accum_key: int(new_accum)},
+                expected_direction=_toward(vs[0]) if vs else "unknown",
+                metric=vs[0].metric if vs else None,
+                description=f"match the paper's batch size {stated:g}",
+            )
+        evidence.append(f"the paper's batch size is {stated:g}, the effective batch size here is {effective:g}")
+    hyp = out.setdefault(
+        "grad-accum",
+        Hypothesis(
+            id="silent-grad-accum",
+            statement="Gradient accumulation changes the effective batch size (and with it the learning-rate "
+            "scale) without any error",
+            category="silent_failure",
+            claim_ids=sorted({v.claim_id for v in vs}),
+            ablation=ablation,
+            priority="high" if ablation else "medium",
+        ),
+    )
+    hyp.evidence.extend(e for e in evidence if e not in hyp.evidence)
+
+
+def _curve_checks(out, run, name, config, vs, length_key) -> None:
+    run_dir = Path(str(_get(run, "run_dir", "") or ""))
+    for key, values in _curve_series(run_dir).items():
+        if any(not math.isfinite(v) for v in values):
+            hyp = out.setdefault(
+                "nan-curve",
+                Hypothesis(
+                    id="diag-nan-curve",
+                    statement="Training diverged numerically: a logged curve contains NaN/inf",
+                    category="diagnostics",
+                    claim_ids=sorted({v.claim_id for v in vs}),
+                    priority="high",
+                ),
+            )
+            first_bad = next(i for i, v in enumerate(values) if not math.isfinite(v))
+            hyp.evidence.append(f"{name}: {key} becomes non-finite at logged point {first_bad}")
+            continue
+        sign = _curve_direction(key)
+        if sign is None or not still_improving(values, sign):
+            continue
+        hyp = out.get("still-improving")
+        if hyp is None:
+            ablation = None
+            if length_key:
+                new = int(_num(config[length_key]) * 2)
+                ablation = Ablation(
+                    change={length_key: new},
+                    expected_direction=_toward(vs[0]) if vs else "unknown",
+                    metric=vs[0].metric if vs else None,
+                    description=f"train longer: {length_key} {config[length_key]} -> {new}",
+                )
+            hyp = out["still-improving"] = Hypothesis(
+                id="diag-still-improving",
+                statement="Training had not converged: the curves were still improving when the run stopped",
+                category="diagnostics",
+                claim_ids=sorted({v.claim_id for v in vs}),
+                ablation=ablation,
+                priority="high" if any(v.verdict == "diverged" for v in vs) else "low",
+            )
+        first, last = values[0], values[-1]
+        hyp.evidence.append(f"{name}: {key} went {first:.4g} -> {last:.4g} and still moved in the last quarter")
+
+
+def run_diagnostics(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) -> list[Hypothesis]:
+    out = []
+    failed = [r for r in _run_list(runs) if _get(r, "status") == "failed" and not _get(r, "smoke", False)]
+    if failed:
+        out.append(
+            Hypothesis(
+                id="diag-failed-runs",
+                statement=f"{len(failed)} run(s) failed, so fewer seeds were measured than planned",
+                category="diagnostics",
+                evidence=[
+                    f"{_get(r, 'name')}: {_get(r, 'exit_reason')}: {(_get(r, 'error') or '')[:200]}" for r in failed
+                ],
+                priority="high",
+            )
+        )
+    problems = []
+    for run in _completed(_run_list(runs)):
+        check = _get(run, "check")
+        for problem in (_get(check, "problems", None) or []) if check is not None else []:
+            problems.append(f"{_get(run, 'name')}: {problem}")
+    if problems:
+        out.append(
+            Hypothesis(
+                id="diag-post-run-check",
+                statement="The post-run check found problems in the outputs; the metric may be computed on broken "
+                "or incomplete predictions",
+                category="diagnostics",
+                evidence=problems[:20],
+                priority="high",
+            )
+        )
+    for v in verdicts:
+        if v.verdict == "better":
+            out.append(
+                Hypothesis(
+                    id=f"diag-too-good-{v.claim_id}",
+                    statement=f"{v.claim_id} is significantly better than the paper: check for test-set leakage "
+                    "(preprocessing fitted on test data, duplicates across the split) before trusting it",
+                    category="diagnostics",
+                    claim_ids=[v.claim_id],
+                    evidence=[f"measured {v.measured_mean:.4g} vs reported {v.reported:.4g}: {v.reason}"],
+                    priority="high",
+                )
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- seeds and metric definitions
+
+_Z_975, _Z_80 = 1.959964, 0.841621  # two-sided 5 % test, 80 % power
+
+
+def seeds_needed(std: float, gap: float) -> int:
+    """Seeds for a one-sample test to detect `gap` with 80 % power at 5 %: ((z_.975 + z_.8) * s / gap)^2, +1."""
+    if gap == 0 or std <= 0:
+        return 2
+    return min(100, max(2, math.ceil(((_Z_975 + _Z_80) * std / abs(gap)) ** 2) + 1))
+
+
+def seed_checks(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) -> list[Hypothesis]:
+    out = []
+    repeats = paper_repeats(paper)
+    for v in verdicts:
+        if v.verdict == "not run" or v.gap is None or not math.isfinite(v.gap):
+            continue
+        outside = abs(v.gap) > v.tolerance
+        paper_note = f"the paper averages {repeats} runs" if repeats else "the paper does not say how many runs"
+        if v.n < 2 and outside:
+            want = max(3, repeats or 0)
+            out.append(
+                Hypothesis(
+                    id=f"seeds-single-{v.claim_id}",
+                    statement=f"{v.claim_id}: a single run cannot separate a {v.gap:+.3g} gap from seed noise",
+                    category="seeds",
+                    claim_ids=[v.claim_id],
+                    evidence=[f"n=1, gap {v.gap:+.4g} > tolerance {v.tolerance:.3g}; {paper_note}"],
+                    ablation=Ablation(
+                        seeds=want,
+                        expected_direction="no change",
+                        metric=v.metric,
+                        description=f"rerun with {want} seeds",
+                    ),
+                    priority="high" if v.verdict != "replicated" else "medium",
+                )
+            )
+        elif outside and v.verdict == "replicated" and v.measured_std is not None:
+            need = max(v.n + 1, seeds_needed(v.measured_std or (v.reported_std or 0.0), v.gap))
+            out.append(
+                Hypothesis(
+                    id=f"seeds-inconclusive-{v.claim_id}",
+                    statement=f"{v.claim_id}: the {v.gap:+.3g} gap exceeds the tolerance but is within the noise of "
+                    f"{v.n} seeds; about {need} seeds are needed to tell",
+                    category="seeds",
+                    claim_ids=[v.claim_id],
+                    evidence=[f"std {v.measured_std:.3g} over n={v.n}, p={v.p_value:.3g}; {paper_note}"],
+                    ablation=Ablation(
+                        seeds=need,
+                        expected_direction="no change",
+                        metric=v.metric,
+                        description=f"rerun with {need} seeds",
+                    ),
+                    priority="medium",
+                )
+            )
+        elif v.verdict == "diverged" and repeats and v.n < repeats:
+            out.append(
+                Hypothesis(
+                    id=f"seeds-fewer-{v.claim_id}",
+                    statement=f"{v.claim_id}: fewer runs ({v.n}) than the paper averages ({repeats})",
+                    category="seeds",
+                    claim_ids=[v.claim_id],
+                    evidence=[f"n={v.n}; {paper_note}"],
+                    ablation=Ablation(seeds=repeats, expected_direction="no change", metric=v.metric),
+                    priority="low",
+                )
+            )
+    return out
+
+
+_FAMILIES = {
+    "accuracy": ("accuracy", "acc"),
+    "error": ("error", "err"),
+    "f1": ("f1",),
+    "auc": ("auc", "auroc"),
+    "loss": ("loss", "nll"),
+    "perplexity": ("perplexity", "ppl"),
+    "bleu": ("bleu",),
+    "rouge": ("rouge",),
+    "mae": ("mae",),
+    "mse": ("mse", "rmse"),
+}
+
+
+def _family(text: str) -> str | None:
+    tokens = set(re.findall(r"[a-z0-9]+", text.lower()))
+    for fam, words in _FAMILIES.items():
+        if tokens & set(words) or any(w in text.lower() for w in words if len(w) > 3):
+            return fam
+    return None
+
+
+def metric_checks(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) -> list[Hypothesis]:
+    out = []
+    for v in verdicts:
+        if v.measured_mean is None or v.reported is None or not math.isfinite(v.measured_mean):
+            continue
+        m, r, tol = v.measured_mean, v.reported, max(v.tolerance, 1e-9)
+        found: list[tuple[str, str, str]] = []  # (id suffix, statement, evidence)
+        if abs(m - r) > tol:
+            if 0 <= r <= 1 and 1 < m <= 100 and abs(m / 100 - r) <= max(tol, 0.05):
+                found.append(
+                    (
+                        "scale",
+                        "the run reports a percentage where the paper reports a fraction",
+                        f"measured {m:.4g} vs reported {r:.4g} (x100 = {r * 100:.4g})",
+                    )
+                )
+            elif 0 <= m <= 1 and 1 < r <= 100 and abs(m * 100 - r) <= max(tol, 5):
+                found.append(
+                    (
+                        "scale",
+                        "the run reports a fraction where the paper reports a percentage",
+                        f"measured {m:.4g} vs reported {r:.4g}",
+                    )
+                )
+            elif 0 <= m <= 1 and 0 <= r <= 1 and abs((1 - m) - r) <= max(tol, 0.01):
+                found.append(
+                    (
+                        "complement",
+                        "the run measures the complement of the paper's metric (error rate vs accuracy)",
+                        f"1 - measured = {1 - m:.4g} ~ reported {r:.4g}",
+                    )
+                )
+        claim = _claim(paper, v.claim_id)
+        if claim is not None:
+            described = " ".join(str(x) for x in (claim.metric, claim.column, claim.table) if x)
+            if claim.higher_is_better is not None and claim.higher_is_better != (v.direction == "max"):
+                found.append(
+                    (
+                        "direction",
+                        f"the target's direction {v.direction!r} contradicts the paper "
+                        f"(higher is better: {claim.higher_is_better})",
+                        f"claim {claim.id}: {claim.text}",
+                    )
+                )
+            fam_paper, fam_run = _family(described), _family(v.metric)
+            if fam_paper and fam_run and fam_paper != fam_run:
+                found.append(
+                    (
+                        "name",
+                        f"the paper reports {fam_paper} ({described!r}) but the run measures {fam_run} ({v.metric!r})",
+                        f"claim {claim.id}: {claim.quote[:120]!r}",
+                    )
+                )
+            paper_split = "test" if re.search(r"\btest", described, re.I) else None
+            run_split = (
+                "validation"
+                if re.search(r"val|dev", v.metric, re.I)
+                else ("train" if re.search(r"train", v.metric, re.I) else None)
+            )
+            if paper_split and run_split:
+                found.append(
+                    (
+                        "split",
+                        f"the paper reports {paper_split}-set numbers but the run's metric "
+                        f"{v.metric!r} is measured on the {run_split} set",
+                        f"claim {claim.id}: {described!r}",
+                    )
+                )
+        for suffix, statement, evidence in found:
+            out.append(
+                Hypothesis(
+                    id=f"metric-{suffix}-{v.claim_id}",
+                    statement=f"{v.claim_id}: metric definition mismatch: {statement}",
+                    category="metric_definition",
+                    claim_ids=[v.claim_id],
+                    evidence=[evidence, f"verdict {v.verdict}: {v.reason}"],
+                    priority="high" if v.verdict in ("diverged", "better") else "medium",
+                )
+            )
+    return out
+
+
+def run_checklist(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) -> list[Hypothesis]:
+    """Every deterministic check, highest priority first. Never calls an LLM; never raises on odd inputs."""
+    found: list[Hypothesis] = []
+    for check in (setup_mismatches, silent_failures, run_diagnostics, seed_checks, metric_checks):
+        try:
+            found.extend(check(paper, spec, verdicts, runs))
+        except Exception as exc:  # a bug in one check must not hide the others, nor pass unnoticed
+            found.append(
+                Hypothesis(
+                    id=f"checklist-error-{check.__name__}",
+                    statement=f"The checklist step {check.__name__} could not run; its findings are missing",
+                    category="diagnostics",
+                    evidence=[f"{type(exc).__name__}: {exc}"],
+                    priority="low",
+                )
+            )
+    return sort_hypotheses(found)
