@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 from agent.errors import AgentError
 from agent.tune_ledger import Ledger, TrialRow, seed_stats, write_report
 from agent.tune_proposers import HybridProposer, LLMProposer, OptunaProposer, Proposal, TuneState, describe_changes
-from agent.tune_stats import Noise, decide, pooled_noise
+from agent.tune_stats import Difference, Noise, decide, diff_ci, pooled_noise
 from agent.tune_target import Knob, TuneError, TuneTarget, hash_files, load_target
 from agent.tune_workspace import EditError, TrialTree, Workspace
 from mlexp.errors import MlexpError
@@ -471,6 +471,18 @@ class Tuner:
         self.noise = self._noise()
         self.log(f"[tune] trial {number}: {verdict} ({self.target.metric.name} {mean:.4f}, {reason})")
 
+    def evaluate_incumbent(self, seeds: list[int], *, name: str = "final") -> list[float]:
+        """Re-measure the final incumbent on fresh seeds (unbiased by the selection that made it incumbent)."""
+        tree = self.ws.open_trial(0, self.incumbent["commit"], name=name)
+        out = _Outcome(tree=tree, commit=self.incumbent["commit"])
+        try:
+            self._run_seeds(tree, self.incumbent["config"], seeds, 0, out)
+        finally:
+            self.ws.close_trial(tree)
+        if out.verdict:
+            raise TuneError(f"re-measuring the incumbent of {self.tune_dir.name} failed: {out.reason}")
+        return out.values
+
     def _finish(self) -> TuneResult:
         rows = self.ledger.rows
         base = rows[0]
@@ -533,3 +545,107 @@ def run_tune(
     spec = target if isinstance(target, TuneTarget) else load_target(target, overrides=opts.overrides)
     out = Path(tune_dir) if tune_dir else default_tune_dir(spec, runs_dir())
     return Tuner(spec, opts, out, log=log, model=model, index=index).run()
+
+
+@dataclass
+class ABResult:
+    tune_dir: Path
+    papers: TuneResult
+    no_papers: TuneResult
+    eval_seeds: list[int]
+    papers_values: list[float]
+    no_papers_values: list[float]
+    difference: Difference  # no-papers minus papers for a 'min' metric (positive = papers better)
+    report: Path
+
+    def summary_line(self) -> str:
+        return (
+            f"A/B {self.papers.metric}: papers arm better by {self.difference.describe()} "
+            f"on fresh seeds {self.eval_seeds}; report {self.report}"
+        )
+
+
+def run_ab(
+    target: str | Path | TuneTarget,
+    opts: TuneOptions,
+    *,
+    tune_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    model: Any = None,
+    index: Any = None,
+    eval_seeds: int | None = None,
+) -> ABResult:
+    """The controlled experiment: the same tune with and without the paper index, identical budget, seeds and
+    sampler seed; each arm's final incumbent is then re-measured on the same fresh seeds and the difference of means
+    is reported with a Welch confidence interval."""
+    from agent.config import runs_dir
+
+    if opts.proposer == "optuna":
+        raise TuneError("--ab compares paper access for an LLM proposer: use --proposer llm or hybrid")
+    if index is None:
+        raise TuneError("--ab needs a paper index for the papers arm (build one with `replicate index import`)")
+    spec = target if isinstance(target, TuneTarget) else load_target(target, overrides=opts.overrides)
+    root = (
+        Path(tune_dir)
+        if tune_dir
+        else default_tune_dir(spec, runs_dir()).with_name(
+            default_tune_dir(spec, runs_dir()).name.replace("tune-", "tune-ab-", 1)
+        )
+    )
+    results, tuners = {}, {}
+    for arm, papers in (("papers", True), ("no-papers", False)):
+        log(f"[tune] A/B arm {arm}")
+        arm_opts = replace(opts, papers=papers, study_name=f"{opts.study_name or spec.name}-{arm}")
+        tuners[arm] = Tuner(spec, arm_opts, root / arm, log=log, model=model, index=index if papers else None)
+        results[arm] = tuners[arm].run()
+    seeds = list(range(1000, 1000 + (eval_seeds or max(3, opts.baseline_seeds))))
+    values = {arm: tuners[arm].evaluate_incumbent(seeds) for arm in tuners}
+    a, b = values["papers"], values["no-papers"]
+    if spec.metric.direction == "min":
+        a, b = [-v for v in a], [-v for v in b]  # report "papers better by" as a positive number either way
+    diff = diff_ci(a, b, opts.confidence)
+    lines = [
+        f"## A/B: paper access in `replicate tune {spec.name}`",
+        "",
+        f"Both arms: proposer {opts.proposer}, budget {opts.budget} trials x {opts.trial_time_s:g} s, "
+        f"{opts.seeds} seed(s) per trial, sampler seed {opts.seed}. Final incumbents re-measured on seeds {seeds}.",
+        "",
+        "| arm | tuned (in-search) | re-measured mean | values |",
+        "|---|---|---|---|",
+    ]
+    for arm in ("papers", "no-papers"):
+        r = results[arm]
+        lines.append(
+            f"| {arm} | {r.best_mean:.4g} | {statistics.fmean(values[arm]):.4g} | "
+            f"{', '.join(f'{v:.4g}' for v in values[arm])} |"
+        )
+    lines += [
+        "",
+        f"Papers arm better by {diff.describe()} ({spec.metric.name}, {spec.metric.direction}imized).",
+        "Positive = the papers arm's incumbent is better; a CI that spans 0 means no detectable difference.",
+    ]
+    root.mkdir(parents=True, exist_ok=True)
+    report = root / "ab.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "ab.json").write_text(
+        json.dumps(
+            {
+                "eval_seeds": seeds,
+                "values": values,
+                "difference": asdict(diff),
+                "arms": {k: str(v.tune_dir) for k, v in results.items()},
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    return ABResult(
+        tune_dir=root,
+        papers=results["papers"],
+        no_papers=results["no-papers"],
+        eval_seeds=seeds,
+        papers_values=values["papers"],
+        no_papers_values=values["no-papers"],
+        difference=diff,
+        report=report,
+    )

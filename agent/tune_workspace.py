@@ -82,8 +82,8 @@ class Workspace:
         return git(self.repo, "rev-parse", BRANCH).strip()
 
     # -- trials ----------------------------------------------------------------------------------------------------
-    def open_trial(self, number: int, base: str) -> TrialTree:
-        name = f"trial-{number:03d}"
+    def open_trial(self, number: int, base: str, *, name: str | None = None) -> TrialTree:
+        name = name or f"trial-{number:03d}"
         path = self.trials / name / "code"
         if path.exists():
             self.close_trial(TrialTree(name, path, base))
