@@ -331,8 +331,8 @@ def encrypted_pdf(path: Path) -> Path:
 
 def _noise_pixmap() -> pymupdf.Pixmap:
     pix = pymupdf.Pixmap(pymupdf.csGRAY, pymupdf.IRect(0, 0, 200, 100), False)
-    pix.set_rect(pix.irect, 200)
-    pix.set_rect(pymupdf.IRect(20, 20, 180, 40), 30)  # a dark bar, like a scanned line of text
+    pix.set_rect(pix.irect, (200,))
+    pix.set_rect(pymupdf.IRect(20, 20, 180, 40), (30,))  # a dark bar, like a scanned line of text
     return pix
 
 
