@@ -195,11 +195,13 @@ def _paper_text(paper: Any) -> str:
     return "\n".join(p.text for p in pages) or f"{getattr(paper, 'title', '')}\n{getattr(paper, 'abstract', '')}"
 
 
-def _search_literature(index: Any, queries: Sequence[str], *, k: int = 4, limit: int = 12) -> list[dict[str, Any]]:
+def _search_literature(
+    index: Any, queries: Sequence[str], *, k: int = 4, limit: int = 12, mode: str = "hybrid"
+) -> list[dict[str, Any]]:
     hits: dict[str, dict[str, Any]] = {}
     for query in queries:
         try:
-            found = index.search(query, k=k)
+            found = index.search(query, k=k, mode=mode)
         except Exception as exc:  # an empty or broken index leaves the LLM without literature, not the run broken
             log.warning("literature search %r failed: %s", query, exc)
             continue
@@ -247,12 +249,14 @@ def propose_hypotheses(
     log_dir: Path | None,
     drop_unsupported: bool = False,
     strict: bool = False,
+    search_mode: str = "hybrid",
 ) -> list[Hypothesis]:
     """Checklist findings plus LLM hypotheses with verified citations, highest priority first.
 
     `model` None: the checklist alone. The LLM is asked twice: `hypothesis_queries` (searches of `index`), then
     `hypotheses` (with the hits). An LLM reply that does not validate after retries is logged and skipped (the
     checklist is still returned) unless `strict`. Citations are verified against the index and the paper itself.
+    `search_mode` is PaperIndex.search's mode ("bm25" skips loading the embedding model).
     """
     checklist = run_checklist(paper, spec, verdicts, runs)
     if model is None:
@@ -277,7 +281,7 @@ def propose_hypotheses(
                 _Queries,
                 log_dir=log_dir,
             )
-            literature = _search_literature(index, queries.queries)
+            literature = _search_literature(index, queries.queries, mode=search_mode)
         setup = getattr(getattr(paper, "setup", None), "items", []) or []
 
         def check(reply: _LLMHypotheses) -> None:
