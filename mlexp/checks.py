@@ -104,8 +104,13 @@ def post_run_check(run_dir: Path, *, expected_count: int | None = None) -> Check
         notes.append(
             f"pred mean {p.mean():.4g} std {p.std(ddof=0):.4g} vs true mean {t.mean():.4g} std {t.std(ddof=0):.4g}"
         )
+        top_share = float(p.value_counts(normalize=True).iloc[0]) if len(p) else 0.0
+        truth_top = float(t.value_counts(normalize=True).iloc[0]) if len(t) else 0.0
         if t.std(ddof=0) > 0 and p.std(ddof=0) < 0.05 * t.std(ddof=0) and len(p) > 1:
             problems.append("prediction spread is under 5% of the truth's: near-constant predictions")
+        elif len(p) > 10 and top_share >= 0.9 and truth_top < 0.5 and p.nunique() > 1:
+            value = p.value_counts().index[0]
+            problems.append(f"near-constant predictions: {top_share:.0%} of them are {value:g}")
         if np.isinf(p).any():
             problems.append("infinite predictions")
     outliers = int(table["out_of_range"].sum())
