@@ -28,7 +28,7 @@ from agent.cli import app
 from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
 from agent.state import new_id
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 EXIT_WAITING_UNATTENDED = 2  # --auto-approve stopped at a question only a person can answer
 
 LLM_OPTION = typer.Option(None, "--llm", help="openai:MODEL | openrouter:MODEL | vllm:MODEL@URL | scripted:PATH")
@@ -161,6 +161,7 @@ def status(
         out.print("No replications yet. Start one with `replicate paper.pdf`.")
         return
     table = Table("id", "paper", "stage", "state")
+    table.columns[0].no_wrap = True
     for info in infos:
         table.add_row(info["id"], (info["title"] or "")[:50], info["stage"] or "-", info["state"])
     out.print(table)

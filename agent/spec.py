@@ -220,6 +220,7 @@ def to_markdown(spec: Spec, *, title: str = "") -> str:
     ]
     for field, heading, hint in _SECTIONS:
         body = yaml.safe_dump(data[field], sort_keys=False, allow_unicode=True, width=110).rstrip()
+        body = body.removesuffix("\n...")  # the document-end marker yaml adds after a bare scalar
         lines += [f"## {heading}", "", hint, "", "```yaml", body, "```", ""]
     return "\n".join(lines)
 
