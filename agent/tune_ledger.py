@@ -245,6 +245,15 @@ def report_section(rows: list[TrialRow], *, metric: str, direction: str, noise_s
         for c in r.citations:
             mark = "verified" if c.verified else "NOT verified in the index"
             lines.append(f'  - cites {c.paper_id} {c.title!s}: "{c.quote}" ({mark})')
+    cited = [r for r in rows if r.citations]
+    if cited:
+        lines += ["", "### Changes suggested by papers, and what they were measured to do", ""]
+        for r in cited:
+            effect = f"improvement {_fmt(r.improvement)} vs threshold {_fmt(r.threshold)}" if r.values else r.reason
+            lines.append(f"- trial {r.trial}: {r.change} -> **{r.verdict}** ({effect})")
+            for c in r.citations:
+                mark = "verified" if c.verified else "NOT verified in the index"
+                lines.append(f'  - {c.paper_id} {c.title}: "{c.quote[:300]}" ({mark})')
     lines += [
         "",
         "### All trials (worst first)",
@@ -280,7 +289,7 @@ def write_report(
     md = tune_dir / "report.md"
     _atomic_bytes(md, md_text.encode("utf-8"))
     image = base64.b64encode(png.read_bytes()).decode("ascii")
-    body = "\n".join(_md_line_to_html(line) for line in md_text.splitlines() if not line.startswith("!["))
+    body = _md_to_html([line for line in md_text.splitlines() if not line.startswith("![")])
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>tune report</title>"
         f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}"
@@ -290,6 +299,26 @@ def write_report(
     out = tune_dir / "report.html"
     _atomic_bytes(out, page.encode("utf-8"))
     return md, out, png
+
+
+def _md_to_html(lines: list[str]) -> str:
+    """Wrap runs of table rows in <table> and runs of bullets in <ul>."""
+    out, open_tag = [], ""
+    for line in lines:
+        piece = _md_line_to_html(line)
+        tag = "table" if piece.startswith("<tr>") else "ul" if piece.startswith("<li>") else ""
+        if line.startswith("|---"):
+            continue
+        if tag != open_tag:
+            if open_tag:
+                out.append(f"</{open_tag}>")
+            if tag:
+                out.append(f"<{tag}>")
+            open_tag = tag
+        out.append(piece)
+    if open_tag:
+        out.append(f"</{open_tag}>")
+    return "\n".join(out)
 
 
 def _md_line_to_html(line: str) -> str:

@@ -150,23 +150,31 @@ def find_tune_file(target: Path) -> Path:
     )
 
 
+def _run_record(folder: Path) -> dict | None:
+    """A replication's mlexp run dir: its record.json names the script it ran and the config it ran with."""
+    path = folder / "record.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _code_dir_of_run(folder: Path) -> Path | None:
-    for name in ("record.json", "run.json"):
-        path = folder / name
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                return None
-            env = data.get("env") or {}
-            code = env.get("code_dir") or data.get("code_dir")
-            return Path(code) if code else None
-    return None
+    record = _run_record(folder)
+    script = (record or {}).get("script")
+    return Path(script).parent if script else None
 
 
 def load_target(target: str | Path, *, overrides: dict[str, Any] | None = None) -> TuneTarget:
     """Load and check a target's tune.yaml. Raises TuneTargetError with one line saying what is wrong."""
     tune_file = find_tune_file(Path(target))
+    record = _run_record(Path(target)) if Path(target).is_dir() else None
+    if record and isinstance(record.get("config"), dict):  # tuning a replication's run: start from its config
+        run_config = {k: v for k, v in record["config"].items() if k not in ("seed", "smoke")}
+        overrides = {**run_config, **(overrides or {})}
     try:
         raw = yaml.safe_load(tune_file.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -108,6 +108,8 @@ def test_optuna_three_trials_cli(tmp_path: Path, shakespeare_txt: Path) -> None:
     ledger = check_ledger_consistent(out)
     assert [r.trial for r in ledger.rows] == [0, 1, 2, 3]
     assert len(ledger.rows[0].values) == 2 and ledger.rows[0].metric_std > 0  # the measured noise floor
+    log = (Path(ledger.rows[0].run_dirs[0]) / "training.log").read_text()
+    assert "step 1/25" in log and "s/step" in log and "ETA" in log  # the example follows the run contract
     spec = load_target(target)
     for row in ledger.rows[1:]:
         assert row.proposer == "optuna" and row.verdict in ("keep", "discard")
@@ -330,3 +332,49 @@ def test_parallel_optuna_on_toy_target(tmp_path: Path) -> None:
     assert math.isfinite(result.best_mean)
     assert not list((out / "trials").glob("trial-*"))  # worktrees are cleaned up, tags remain
     assert "trial-002" in git(out / "work", "tag")
+
+
+def test_ab_papers_vs_no_papers_same_budget_with_ci(
+    tmp_path: Path, arxiv_jsonl: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.tune import run_ab
+
+    index = _small_index(tmp_path, arxiv_jsonl)
+    quote = next(s for s in index.get_text(ZCLIP).replace("\n", " ").split(". ") if "clipping" in s.lower())
+    script = tmp_path / "llm.json"
+    script.write_text(
+        json.dumps(
+            {
+                "tune_search": [{"queries": ["gradient clipping"]}],
+                "tune_propose": [  # the papers arm runs first and gets the first proposal
+                    {
+                        "summary": "x=3",
+                        "rationale": "from the paper",
+                        "config": {"x": 3.0},
+                        "citations": [{"paper_id": ZCLIP, "quote": quote}],
+                    },
+                    {"summary": "x=1", "rationale": "standard playbook", "config": {"x": 1.0}},
+                ],
+            }
+        )
+    )
+    monkeypatch.setenv("REPLICATE_LLM", f"scripted:{script}")
+    opts = TuneOptions(budget=1, trial_time_s=1, proposer="llm", baseline_seeds=2)
+    ab = run_ab(toy_target(tmp_path), opts, tune_dir=tmp_path / "ab", index=index, eval_seeds=2, log=lambda s: None)
+    papers, plain = Ledger.load(ab.papers.tune_dir).rows, Ledger.load(ab.no_papers.tune_dir).rows
+    assert len(papers) == len(plain) == 2  # identical budget
+    assert papers[0].seeds == plain[0].seeds and ab.eval_seeds == [1000, 1001]  # identical seeds
+    assert papers[1].citations[0].verified and not plain[1].citations
+    assert ab.difference.diff > 0 and ab.difference.low > 0  # papers arm's incumbent (x=3) is better than x=1
+    assert "Papers arm better by" in ab.report.read_text()
+    assert json.loads((ab.tune_dir / "ab.json").read_text())["values"]["papers"]
+
+
+def test_target_can_be_a_replications_run_dir(tmp_path: Path) -> None:
+    import mlexp
+
+    target = toy_target(tmp_path)
+    record = mlexp.run_script(target / "run.py", {"x": 2.5, "mode": "ok"}, runs_root=tmp_path / "runs", name="toy")
+    assert record.status == "completed", record.digest
+    spec = load_target(Path(record.run_dir))
+    assert spec.root == target.resolve() and spec.baseline["x"] == 2.5 and "seed" not in spec.baseline
