@@ -83,13 +83,24 @@ ALIASES: dict[str, set[str]] = {
         "n_train_samples",
         "train_samples",
         "train_fraction",
+        "n_test",
+        "n_val",
+        "n_valid",
+        "test_samples",
+        "n_test_samples",
+        "max_test_samples",
+        "max_eval_samples",
     },
     "seeds": {"seeds", "n_seeds", "num_seeds", "repeats", "n_repeats", "n_runs", "num_runs", "repetitions"},
     "dropout": {"dropout", "dropout_rate", "drop_rate", "dropout_p"},
 }
 _CANON = {alias: canon for canon, aliases in ALIASES.items() for alias in aliases}
 TRAINING_LENGTH = {"epochs", "iterations"}
+_SPLIT_ROLES = {"train": "split:train", "test": "split:test", "val": "split:val", "eval": "split:val"}
 _IMPORTANT = TRAINING_LENGTH | {"batch_size", "learning_rate", "optimizer", "preprocessing", "split"}
+_IMPORTANT |= set(_SPLIT_ROLES.values())
+# "train=60,000; test=10,000" in a paper's split item, not "6,000 per class" (a different quantity).
+_SPLIT_COUNT_RE = re.compile(r"\b(train|test|val|validation|dev)\w*\s*[=:]\s*([\d,]+)(?![\d,])(?!\s*(?:per|each|/))", re.I)
 _IGNORED_RUN_KEYS = {"seed", "smoke", "data_dir", "data_path", "out_dir", "output_dir", "device", "threads"}
 
 _PARAM_RE = re.compile(r"(?<![\w.])([A-Za-z_][\w]*)\s*=\s*(\[[^\]]*\]|\([^)]*\)|[^\s,;]+)")
@@ -156,8 +167,15 @@ SILENT_PATTERNS: list[tuple[str, str, re.Pattern[str], str, str]] = [
 
 
 def canonical(key: str) -> str:
+    """The setting a config key names: aliases collapse ("lr" -> learning_rate), split sizes keep their role
+    ("n_train" -> split:train, "n_test" -> split:test)."""
     name = re.sub(r"[^a-z0-9]+", "_", key.rsplit(".", 1)[-1].lower()).strip("_")
-    return _CANON.get(name, name)
+    canon = _CANON.get(name, name)
+    if canon == "split" and name != "split":
+        for word, role in _SPLIT_ROLES.items():
+            if word in name:
+                return role
+    return canon
 
 
 def _num(value: Any) -> float | None:
@@ -273,8 +291,13 @@ def _expected_settings(paper: Any, spec: Any, target: Any, claim: Any) -> list[t
             out.append((key, value, f"the paper ({label})", True))
     setup = _get(paper, "setup", None)
     for item in getattr(setup, "items", []) or []:
-        if canonical(item.key) in _IMPORTANT and _comparable(item.value):
-            out.append((item.key, item.value, f"the paper (p.{item.page}: {item.quote.strip()[:120]!r})", True))
+        where = f"the paper (p.{item.page}: {item.quote.strip()[:120]!r})"
+        if canonical(item.key) == "split":
+            for role, count in _SPLIT_COUNT_RE.findall(item.value):
+                role = {"validation": "val", "dev": "val"}.get(role.lower(), role.lower())
+                out.append((f"n_{role}", int(count.replace(",", "")), where, True))
+        elif canonical(item.key) in _IMPORTANT and _comparable(item.value):
+            out.append((item.key, item.value, where, True))
     for hp in _get(spec, "hyperparameters", None) or []:
         if hp.source == "paper":
             out.append((hp.name, hp.value, f"the spec, from the paper (p.{hp.page}: {(hp.quote or '')[:120]!r})", True))
@@ -321,6 +344,8 @@ def setup_mismatches(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) 
             for run_key in run_keys:
                 if same_value(actual[run_key], expected):
                     continue
+                if canon.startswith("split:") and min(_num(actual[run_key]) or 0, _num(expected) or 0) <= 1:
+                    continue  # a fraction (train_size=0.8) is not comparable with a count
                 entry = found.setdefault(
                     f"setup-{run_key}",
                     dict(
