@@ -151,7 +151,8 @@ def stats_cmd(
     typer.echo(f"papers      {st['papers']:,} ({src}); {st['units']:,} searchable units")
     typer.echo(f"bm25        {st['bm25_units']:,} units in {st['bm25_shards']} shards, {st['bm25_pending']:,} pending")
     typer.echo(
-        f"embeddings  {st['embedding_model']} (recipe {st['recipe_hash']}), {st['embedded_units']:,} embedded, "
+        f"embeddings  {st['embedding_model']} (recipe {st['recipe_hash'] or 'not embedded yet'}), "
+        f"{st['embedded_units']:,} embedded, "
         f"{st['lacking_embeddings']:,} lacking; chroma {st['chroma']} holds {st['chroma_vectors']:,}"
     )
     typer.echo(f"disk        {st['disk_bytes'] / 1e6:,.1f} MB")

@@ -146,9 +146,24 @@ class PaperIndex:
 
     @property
     def recipe(self) -> Recipe:
+        """The current recipe. Its vector size is remembered after the first embed, so that search and stats on an
+        index need not load the model just to name the collection."""
         if self._recipe is None:
-            self._recipe = Recipe(self.embedder.name, self.embedder.dim, parser=parser_version())
+            from retrieval.dense import resolve_model
+
+            name = resolve_model(self.embedding_model)[0]
+            dim = self.docs.get_meta(f"dim:{name}")
+            if dim is None:
+                dim = str(self.embedder.dim)
+                self.docs.set_meta(f"dim:{name}", dim)
+            self._recipe = Recipe(name, int(dim), parser=parser_version())
         return self._recipe
+
+    def _ever_embedded(self) -> bool:
+        """Whether any vector exists for the current model (without loading the model)."""
+        from retrieval.dense import resolve_model
+
+        return self.docs.get_meta(f"dim:{resolve_model(self.embedding_model)[0]}") is not None
 
     @property
     def chroma(self):
@@ -169,6 +184,8 @@ class PaperIndex:
 
     def _embedded_hi(self) -> int:
         """Units with uid < this value have vectors for the current recipe (embedding is done in uid order)."""
+        if not self._ever_embedded():
+            return 1
         return int(self.docs.get_meta(f"embedded_hi:{self.recipe.hash}") or 1)
 
     # -- import ------------------------------------------------------------------------------------------------
@@ -527,15 +544,11 @@ class PaperIndex:
             "bad_files": self.docs.bad_files(),
             "disk_bytes": sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file()),
         }
-        if with_dense:
-            embedded = self.docs.db.execute(
-                "SELECT COUNT(*) FROM units WHERE uid < ?", (self._embedded_hi(),)
-            ).fetchone()[0]
-            out.update(
-                recipe_hash=self.recipe.hash,
-                recipe=self.recipe.as_dict(),
-                embedded_units=embedded,
-                lacking_embeddings=self.docs.max_uid() - embedded if self.docs.max_uid() else 0,
-                chroma_vectors=self.chroma.count(),
-            )
+        embedded = self.docs.db.execute(
+            "SELECT COUNT(*) FROM units WHERE uid < ? AND deleted = 0", (self._embedded_hi(),)
+        ).fetchone()[0]
+        out.update(embedded_units=embedded, lacking_embeddings=out["units"] - embedded)
+        out.update(recipe_hash=None, recipe=None, chroma_vectors=0)
+        if with_dense and self._ever_embedded():  # otherwise there is nothing to count, and no model to load
+            out.update(recipe_hash=self.recipe.hash, recipe=self.recipe.as_dict(), chroma_vectors=self.chroma.count())
         return out
