@@ -55,6 +55,10 @@ KNOWN_DATASETS = [
     "OGB", "MuJoCo", "Atari", "HumanEval", "GSM8K", "MMLU", "TinyShakespeare", "Shakespeare", "UCI", "Iris",
 ]  # fmt: skip
 
+_KNOWN_RE = re.compile(
+    r"(?<![\w-])(" + "|".join(re.escape(n) for n in sorted(KNOWN_DATASETS, key=len, reverse=True)) + r")(?![\w-])"
+)
+
 CITATION = re.compile(
     r"\bet al\.|\[\d+(?:[,–-]\s*\d+)*\]|\[[A-Z][^\]]*\d{4}\]|\([A-Z][A-Za-z]+[^()]*\d{4}\)|reported (in|by)"
 )
@@ -72,7 +76,7 @@ class Vocabulary:
     """Dataset names the paper uses, with its own abbreviations ("Fashion-MNIST (Fashion)" -> Fashion)."""
 
     def __init__(self, text: str):
-        names = {name for name in KNOWN_DATASETS if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text)}
+        names = set(_KNOWN_RE.findall(text))
         # "the EMNIST dataset", "Foo-Bar benchmark": capitalised names the paper itself calls a data set.
         for match in re.finditer(r"\b([A-Z][\w-]*[A-Z0-9][\w-]*)\s+(?:data\s?set|dataset|benchmark|corpus)\b", text):
             names.add(match.group(1))

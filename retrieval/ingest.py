@@ -184,11 +184,14 @@ def parse_pdf(path: str | Path) -> Paper:
     full_text = "\n".join(page.text for page in pages)
     vocab = Vocabulary(full_text)
 
+    # Sentences that cite a table ("Table 3 reports the test accuracy ...") can name its metric.
+    citing: dict[str, list[str]] = {}
+    for sentence in sentences:
+        for match in re.finditer(r"\b(Table|TABLE|Tab\.)\s*([A-Z]?\d+[a-z]?|[IVXL]+)\b", sentence.text):
+            citing.setdefault(f"Table {match.group(2)}", []).append(sentence.text)
     claims = []
     for table in extracted:
-        mention = re.compile(rf"\b{re.escape(table.label)}\b")
-        context = " ".join(s.text for s in sentences if mention.search(s.text))
-        claims.extend(table_claims(table, vocab, context))
+        claims.extend(table_claims(table, vocab, " ".join(dict.fromkeys(citing.get(table.label, [])))))
     claims.extend(text_claims(sentences, vocab))
     setup = extract_setup(sentences, vocab, claims)
 

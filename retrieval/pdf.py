@@ -279,6 +279,8 @@ def find_headings(pages: list[PageData], body_size: float) -> list[Heading]:
                 text = line.text.strip()
                 if not text or len(text) > 90 or len(text.split()) > 12 or not text[0].isalnum():
                     continue
+                if not re.search(r"[A-Za-z]{3}", text):  # page numbers, "3.2", stray labels
+                    continue
                 numbered = NUMBERED_HEADING.match(text)
                 named = HEADING_NAMES.match(numbered.group("title") if numbered else text)
                 larger = line.size >= body_size + 0.9

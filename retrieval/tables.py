@@ -32,7 +32,7 @@ _VALUE = r"[-+]?(?:\d{1,3}(?:,\s?\d{3})+(?:\.\d+)?|\d*\.\d+|\d+)(?:[eE][-+]?\d+)
 _PM = r"(?:±|\+/-|\+-|\+ -)"
 # A cell that is one number, possibly with a percent sign, a ± spread, a parenthesised spread and footnote marks.
 NUMBER_CELL_RE = re.compile(
-    rf"^[(\[]?(?P<value>{_VALUE})\s*(?P<pct>%)?\s*"
+    rf"^[(\[]?(?P<value>{_VALUE})\s*(?P<pct>%|[kKMBG]\b)?\s*"
     rf"(?:(?:{_PM})\s*(?P<std>{_VALUE})\s*%?|\(\s*(?:{_PM})?\s*(?P<std2>{_VALUE})\s*%?\s*\))?"
     r"[)\]]?\s*[*†‡§¶⋆∗]*\s*[a-z]?$"
 )
@@ -401,8 +401,31 @@ def _walk(
     return taken, continues
 
 
+def _side_rows(page: PageData, x0: float, x1: float, split: float | None) -> tuple[list[Row], float]:
+    """Visual rows of one column of the page (or the whole width), split into cells."""
+    footer_y = page.height * 0.93
+    words = [w for w in page.words if x0 <= w.xc <= x1 and w.y0 < footer_y]
+    if split is not None and (x0, x1) != (0.0, page.width):
+        # On a two-column page, leave out full-width lines (title, abstract) that reach into this column.
+        wide = [ln for ln in page.lines if ln.x0 < split - 10 and ln.x1 > split + 10]
+        words = [w for w in words if not any(ln.y0 <= w.yc <= ln.y1 and ln.x0 <= w.xc <= ln.x1 for ln in wide)]
+    rows = group_rows(words)
+    gap = cell_gap(rows)
+    for row in rows:
+        split_segments(row, gap)
+    return rows, gap
+
+
+def _sides(page: PageData, split: float | None) -> list[tuple[float, float]]:
+    return [(0.0, split), (split, page.width)] if split is not None else [(0.0, page.width)]
+
+
 def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | None = None) -> list[ExtractedTable]:
-    """All tables of a document, continuation pieces merged into one table per label."""
+    """All tables of a document, continuation pieces merged into one table per label.
+
+    Captioned tables first; then runs of aligned numeric rows that no caption claimed become unlabeled tables
+    ("Table p4-1"), or the next piece of the previous page's table when they open a page it ran off.
+    """
     stop_lines = stop_lines or {}
     tables: list[ExtractedTable] = []
     by_label: dict[str, ExtractedTable] = {}
@@ -412,7 +435,8 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
         # Captions and headings end a table, but only those in the table's own column of the page.
         stops = [(c.y0, c.y1, c.line.x0, c.line.x1) for c in captions]
         stops += [(ln.y0, ln.y1, ln.x0, ln.x1) for ln in stop_lines.get(page.number, [])]
-        footer_y = page.height * 0.93
+        cache: dict[tuple[float, float], tuple[list[Row], float]] = {}
+        claimed: list[tuple[float, float, float, float]] = [(c.x0, c.y0, c.x1, c.y1) for c in captions]
         for hit in (c for c in captions if c.kind == "table"):
             if split is not None and hit.line.x1 <= split + 5:
                 x0, x1 = 0.0, split
@@ -420,22 +444,16 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
                 x0, x1 = split, page.width
             else:
                 x0, x1 = 0.0, page.width
-            words = [w for w in page.words if x0 <= w.xc <= x1 and w.y0 < footer_y]
-            if split is not None and (x0, x1) != (0.0, page.width):
-                # On a two-column page, leave out full-width lines (title, abstract) that reach into this column.
-                wide = [ln for ln in page.lines if ln.x0 < split - 10 and ln.x1 > split + 10]
-                words = [w for w in words if not any(ln.y0 <= w.yc <= ln.y1 and ln.x0 <= w.xc <= ln.x1 for ln in wide)]
-            rows = group_rows(words)
-            gap = cell_gap(rows)
-            for row in rows:
-                split_segments(row, gap)
+            if (x0, x1) not in cache:
+                cache[(x0, x1)] = _side_rows(page, x0, x1, split)
+            rows, gap = cache[(x0, x1)]
             own = [(hit.y0, hit.y1)]
             other_stops = [
                 (s0, s1) for s0, s1, sx0, sx1 in stops if (s0, s1) not in own and x0 <= (sx0 + sx1) / 2 <= x1
             ]
             below = [i for i, r in enumerate(rows) if r.y0 >= hit.y1 - 0.5]
             above = [i for i, r in enumerate(rows) if r.y1 <= hit.y0 + 0.5]
-            width = max((w.x1 for w in words), default=x1) - min((w.x0 for w in words), default=x0)
+            width = max((r.words[-1].x1 for r in rows), default=x1) - min((r.words[0].x0 for r in rows), default=x0)
             down, cont_down = _walk(rows, below[0], 1, width, gap, other_stops) if below else ([], False)
             up, cont_up = _walk(rows, above[-1], -1, width, gap, other_stops) if above else ([], False)
             score_down = sum(1 for r in down if len(r.segments) >= 2)
@@ -445,8 +463,60 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
             if table is None:
                 continue
             table.continues = continues
+            claimed.extend(area[1:] for area in table.areas)
             _add(table, hit.continued, tables, by_label)
+        for x0, x1 in _sides(page, split):
+            if (x0, x1) not in cache:
+                cache[(x0, x1)] = _side_rows(page, x0, x1, split)
+            rows, gap = cache[(x0, x1)]
+            for run in _uncaptioned_runs(rows, gap, claimed, x1 - x0, stops):
+                table = build_table([Row(r.y0, r.y1, list(r.words)) for r in run], "", "", page)
+                if table is None or sum(1 for r in table.rows if any(parse_number(c) for c in r.cells)) < 2:
+                    continue
+                # The table that ran off the previous page is the one whose last piece sits lowest there.
+                candidates = [t for t in tables if t.pages[-1] == page.number - 1]
+                previous = max(candidates, key=lambda t: t.bottom) if candidates else None
+                opens_page = run[0].y0 < page.height * 0.25
+                if (
+                    previous is not None
+                    and opens_page
+                    and previous.n_cols == table.n_cols
+                    and (previous.continues or previous.bottom > previous.page_height * 0.75)
+                ):
+                    merge_into(previous, table)  # the table ran off the previous page without a new caption
+                    continue
+                count = sum(1 for t in tables if t.label.startswith(f"Table p{page.number}-"))
+                table.label = f"Table p{page.number}-{count + 1}"
+                _add(table, False, tables, by_label)
     return tables
+
+
+def _uncaptioned_runs(
+    rows: list[Row], gap: float, claimed: list[tuple[float, float, float, float]], width: float, stops: list
+) -> list[list[Row]]:
+    """Runs of at least three evenly spaced rows with several cells, mostly with numbers, outside any known table."""
+
+    def free(row: Row) -> bool:
+        yc = (row.y0 + row.y1) / 2
+        if any(s0 <= yc <= s1 for s0, s1, *_ in stops):
+            return False
+        return not any(y0 - 1 <= yc <= y1 + 1 and x0 - 1 <= row.words[0].xc <= x1 + 1 for x0, y0, x1, y1 in claimed)
+
+    runs: list[list[Row]] = []
+    current: list[Row] = []
+    unit = median([r.height for r in rows]) if rows else 10.0
+    for row in rows:
+        tabular = len(row.segments) >= 2 and free(row) and not _is_paragraph(row, width, gap)
+        close = current and row.y0 - current[-1].y1 <= max(1.5 * unit, 3.0)
+        if tabular and (close or not current):
+            current.append(row)
+            continue
+        if len(current) >= 3:
+            runs.append(current)
+        current = [row] if tabular else []
+    if len(current) >= 3:
+        runs.append(current)
+    return [run for run in runs if sum(1 for r in run if r.numeric()) >= 2]
 
 
 def _add(table: ExtractedTable, continued: bool, tables: list[ExtractedTable], by_label: dict[str, ExtractedTable]):

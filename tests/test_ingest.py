@@ -322,3 +322,20 @@ def test_fashion_metadata(fashion):
     assert [s.title for s in fashion.sections][:2] == ["Abstract", "Introduction"]
     assert len(fashion.references) == 6
     assert fashion.slug == "fashion-mnist-xiao2017"
+
+
+def test_uncaptioned_table_and_table_running_over_a_page_without_caption(tmp_path):
+    paper = parse_pdf(pdfgen.uncaptioned_paper(tmp_path / "uncaptioned.pdf"))
+    assert [t.label for t in paper.tables] == ["Table 1", "Table p1-1"]
+    running = _table(paper, "Table 1")
+    assert running.pages == [1, 2] and running.rows == pdfgen.RUN_ROWS  # page 2 repeats neither caption nor header
+    loose = _table(paper, "Table p1-1")
+    assert loose.header == ["Variant", "Top-1 accuracy", "Params"] and loose.rows == pdfgen.U_ROWS
+    claims = [c for c in paper.claims if c.table == "Table p1-1"]
+    assert [(c.method, c.value, c.metric) for c in claims] == [
+        ("Baseline", 71.2, "top-1 accuracy"),
+        ("Wider", 73.9, "top-1 accuracy"),
+        ("Deeper", 74.4, "top-1 accuracy"),
+    ]  # the parameter counts are not results
+    losses = [c for c in paper.claims if c.table == "Table 1" and c.column == "Loss"]
+    assert len(losses) == 70 and all(c.higher_is_better is False and c.dataset == "CIFAR-100" for c in losses)
