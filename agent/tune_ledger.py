@@ -167,6 +167,7 @@ def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     colours = {"baseline": "#1f77b4", "keep": "#2ca02c", "discard": "#d62728"}
@@ -199,6 +200,7 @@ def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str
     inc = [(t, v) for t, v in incumbent_path(rows) if math.isfinite(v)]
     if inc:
         ax.step([t for t, _ in inc], [v for _, v in inc], where="post", c="black", lw=1.2, label="incumbent")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{metric} ({'lower' if direction == 'min' else 'higher'} is better)")
     ax.set_title(title or f"{metric} vs trial")
