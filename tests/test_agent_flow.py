@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from retrieval.ingest import parse_pdf
 
 REPO = Path(__file__).resolve().parents[1]
@@ -221,6 +223,7 @@ def test_no_llm_then_malformed_output_confinement_and_crashing_code(tmp_path, fa
     assert (
         values["stage"] == "find_related" and Path(values["paper_json"]).is_file() and values["next"] == ["draft_spec"]
     )
+    _one_line_error(cli("status", "no-such-id", rc=1), "no replication 'no-such-id'")
 
     # Malformed output three times: recorded, the agent stops and asks; the state keeps everything before it.
     cli("resume", rid, "--llm", f"scripted:{script}")
@@ -250,3 +253,14 @@ def test_no_llm_then_malformed_output_confinement_and_crashing_code(tmp_path, fa
     values = cli.state(rid)
     assert values["waiting"] is None and "stopped by the researcher" in values["stopped"]
     assert "stopped" in cli("status", rid).stdout
+
+
+@pytest.mark.slow
+def test_auto_approve_runs_unattended_to_the_report(tmp_path, fashion_pdf, fashion_mnist_dir) -> None:
+    script = tmp_path / "script.json"
+    claim = make_script(script, fashion_pdf, fashion_mnist_dir)
+    cli = Cli(tmp_path, fashion_mnist_dir, f"scripted:{script}")
+    rid = _rid(cli(str(fashion_pdf), "--auto-approve"))
+    values = cli.state(rid)
+    assert values["waiting"] is None and values["stage"] == "write_report"
+    assert values["verdicts"][0]["claim_id"] == claim.id and Path(values["report"]["html"]).is_file()

@@ -46,3 +46,72 @@ def test_find_related_with_an_empty_index_warns(fashion_pdf: Path) -> None:
     command = find_related(state, {})
     assert command.goto == "draft_spec" and command.update["related"] == []
     assert any("empty" in w or "no paper index" in w for w in command.update["warnings"]), command.update["warnings"]
+
+
+def _spec_file(tmp_path: Path) -> Path:
+    from agent.spec import Spec, save_spec
+
+    spec = Spec.model_validate(
+        {
+            "paper_slug": "demo",
+            "objective": "demo",
+            "targets": [{"claim_id": "c1", "metric": "accuracy", "direction": "max", "tolerance": 0.01, "seeds": 1,
+                         "reported": 0.8}],
+            "data": {"name": "Fashion-MNIST", "source": "zalando", "location": str(tmp_path / "nowhere"),
+                     "split": "official", "split_unit": "image"},
+            "method": {"name": "LogisticRegression", "description": "sklearn"},
+            "budget": {"eta_minutes": 1, "wall_limit_minutes": 2},
+        }
+    )  # fmt: skip
+    json_path, _ = save_spec(spec, tmp_path / "spec")
+    return json_path
+
+
+def test_implement_code_without_data_stops_and_asks(tmp_path: Path) -> None:
+    import json
+
+    from agent.nodes_code import implement_code
+    from agent.state import code_dir
+
+    script = tmp_path / "script.json"
+    reply = {"files": [], "notes": "", "data_available": False, "question": "The data needs a login: where is it?"}
+    script.write_text(json.dumps({"implement_code": [reply]}), encoding="utf-8")
+    state = {"id": "t-data", "spec_json": str(_spec_file(tmp_path)), "failures": []}
+    command = implement_code(state, {"configurable": {"llm": f"scripted:{script}"}})
+    assert command.goto == "ask_researcher"
+    assert command.update["question"]["retry"] == "implement_code"
+    assert "needs a login" in command.update["question"]["question"]
+    assert [f["kind"] for f in command.update["failures"]] == ["data_unavailable"]
+    assert not (code_dir("t-data") / "train.py").exists()
+
+
+def test_smoke_run_that_cannot_read_the_data_asks_instead_of_fixing(tmp_path: Path) -> None:
+    from agent import tools
+    from agent.nodes_code import run_smoke
+    from agent.state import code_dir
+
+    state = {"id": "t-smoke", "spec_json": str(_spec_file(tmp_path)), "failures": [], "fix_attempts": 0}
+    code = code_dir("t-smoke")
+    tools.ensure_repo(code)
+    script = (
+        "import sys\nfrom mlexp.log import RunLogger\nlog = RunLogger()\ndata = log.config['data_dir']\n"
+        "print(f'DATA_UNAVAILABLE: {data} does not exist', flush=True)\nsys.exit(3)\n"
+    )
+    tools.write_files(code, [("train.py", script)])
+    tools.commit_all(code, "implement_code: reads the data")
+    command = run_smoke(state, {})
+    assert command.goto == "ask_researcher", command.update
+    assert command.update["smoke"]["status"] == "failed"
+    assert [f["kind"] for f in command.update["failures"]] == ["data_unavailable"]
+    assert "synthetic" in command.update["question"]["question"]
+
+
+def test_llm_serve_without_vllm_or_gpu_is_a_clear_error() -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+    from agent.errors import AgentError
+
+    result = CliRunner().invoke(app, ["llm", "serve", "Qwen/Qwen2.5-7B-Instruct"])
+    assert isinstance(result.exception, AgentError)
+    assert "vllm is not installed" in str(result.exception) or "no NVIDIA GPU" in str(result.exception)
