@@ -177,6 +177,13 @@ def extract_setup(sentences: list[Sentence], vocab: Vocabulary, claims: list[Cla
             mentions[name] = mentions.get(name, 0) + 1
     used = {c.dataset for c in claims if c.dataset and not c.cited}
     relevant = used | {name for name, count in mentions.items() if count >= 3}
+    for sentence in sentences:  # "we train / evaluate / use ... on X": the paper's own data, however rarely named
+        if re.search(
+            r"\b(we|our)\b[^.]*\b(use|train|fine-tun|evaluat|experiment|test|benchmark|report)",
+            sentence.text,
+            re.IGNORECASE,
+        ):
+            relevant |= {n for _, n in vocab.find_all(sentence.text)}
     for sentence in sentences:
         text = sentence.text
         if len(text) > 600:  # a run-on "sentence" (a list or a broken layout) is no good as a quote

@@ -391,9 +391,14 @@ def _walk(
             if step < 0:
                 gaps = [max(0.0, a.y0 - b.y1) for a, b in zip(taken, taken[1:], strict=False)]
             # Rows of a table are evenly spaced; prose or a heading after it sits further away.
-            limit = max(1.5 * unit, 2.5 * median(gaps) + 2.0) if gaps else 2.5 * unit
+            if len(gaps) >= 2:
+                limit = max(1.2 * unit, 2.5 * median(gaps) + 2.0)
+            else:
+                limit = max(1.5 * unit, 2.5 * median(gaps) + 2.0) if gaps else 2.5 * unit
             if distance > limit:
                 break
+            if len(row.segments) == 1 and re.fullmatch(r"[A-Z][^0-9]*[a-z]\.", row.text) and len(row.words) >= 4:
+                break  # a sentence right under the table ("Nothing else to report.")
         taken.append(row)
         i += step
     if step < 0:
@@ -456,9 +461,7 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
             width = max((r.words[-1].x1 for r in rows), default=x1) - min((r.words[0].x0 for r in rows), default=x0)
             down, cont_down = _walk(rows, below[0], 1, width, gap, other_stops) if below else ([], False)
             up, cont_up = _walk(rows, above[-1], -1, width, gap, other_stops) if above else ([], False)
-            score_down = sum(1 for r in down if len(r.segments) >= 2)
-            score_up = sum(1 for r in up if len(r.segments) >= 2)
-            chosen, continues = (down, cont_down) if score_down >= score_up else (up, cont_up)
+            chosen, continues = _pick_side(hit, (down, cont_down), (up, cont_up), claimed)
             table = build_table([Row(r.y0, r.y1, list(r.words)) for r in chosen], hit.label, hit.text, page)
             if table is None:
                 continue
@@ -489,6 +492,32 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
                 table.label = f"Table p{page.number}-{count + 1}"
                 _add(table, False, tables, by_label)
     return tables
+
+
+def _pick_side(
+    hit: CaptionHit,
+    down: tuple[list[Row], bool],
+    up: tuple[list[Row], bool],
+    claimed: list[tuple[float, float, float, float]],
+) -> tuple[list[Row], bool]:
+    """Is the table below its caption or above it? Rows another caption already took are not this table's; of the
+    rest, the side whose first multi-cell row is nearer the caption wins (a neighbouring table sits a float gap
+    away), and on a tie the side with more multi-cell rows."""
+
+    def key(side: tuple[list[Row], bool], below: bool) -> tuple[int, int, float, int]:
+        rows = side[0]
+        multi = [r for r in rows if len(r.segments) >= 2]
+        taken = any(
+            x0 - 1 <= r.words[0].xc <= x1 + 1 and y0 - 1 <= (r.y0 + r.y1) / 2 <= y1 + 1
+            for r in rows
+            for x0, y0, x1, y1 in claimed
+        )
+        if not multi:
+            return (1, 1, 0.0, 0)
+        nearest = multi[0].y0 - hit.y1 if below else hit.y0 - multi[-1].y1
+        return (int(taken), 0, round(max(nearest, 0.0) / 4), -len(multi))
+
+    return down if key(down, True) <= key(up, False) else up
 
 
 def _uncaptioned_runs(

@@ -410,3 +410,38 @@ def truncated_pdf(source: Path, path: Path) -> Path:
     data = source.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+STACK_A = [["Small", "81.0", "77.5"], ["Medium", "84.2", "80.1"], ["Large", "86.9", "82.3"], ["Huge", "88.1", "83.0"]]
+STACK_B = [["Linear", "0.412"], ["MLP", "0.377"]]
+
+
+def stacked_paper(path: Path, *, caption_below: bool) -> Path:
+    """Two tables one right after the other, captions all above or all below their tables."""
+    doc = pymupdf.open()
+    w = Writer(doc)
+    w.new_page()
+    w.line("Stacked Tables", size=17, font=BOLD, x=230)
+    w.heading("1 Results")
+    w.paragraph("Both tables report results on the MNIST dataset.")
+    table(
+        w,
+        "Table 1: Accuracy (%) by model size on MNIST and EMNIST.",
+        [[("Size", 1), ("MNIST", 1), ("EMNIST", 1)]],
+        STACK_A,
+        [120, 80, 80],
+        caption_below=caption_below,
+    )
+    table(
+        w,
+        "Table 2: Test loss of two probes on MNIST.",
+        [[("Probe", 1), ("Loss", 1)]],
+        STACK_B,
+        [120, 80],
+        caption_below=caption_below,
+    )
+    w.paragraph("Nothing else to report here.")
+    w.finish()
+    doc.save(path)
+    doc.close()
+    return path

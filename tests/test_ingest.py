@@ -339,3 +339,94 @@ def test_uncaptioned_table_and_table_running_over_a_page_without_caption(tmp_pat
     ]  # the parameter counts are not results
     losses = [c for c in paper.claims if c.table == "Table 1" and c.column == "Loss"]
     assert len(losses) == 70 and all(c.higher_is_better is False and c.dataset == "CIFAR-100" for c in losses)
+
+
+@pytest.mark.parametrize("caption_below", [False, True])
+def test_stacked_tables_each_get_their_own_rows(tmp_path, caption_below):
+    paper = parse_pdf(pdfgen.stacked_paper(tmp_path / "stacked.pdf", caption_below=caption_below))
+    assert [t.label for t in paper.tables] == ["Table 1", "Table 2"]
+    assert _table(paper, "Table 1").rows == pdfgen.STACK_A
+    assert _table(paper, "Table 2").rows == pdfgen.STACK_B
+    loss = [c for c in paper.claims if c.table == "Table 2"]
+    assert [(c.value, c.metric, c.higher_is_better, c.dataset) for c in loss] == [
+        (0.412, "loss", False, "MNIST"),
+        (0.377, "loss", False, "MNIST"),
+    ]
+    emnist = [c.value for c in paper.claims if c.dataset == "EMNIST"]
+    assert emnist == [77.5, 80.1, 82.3, 83.0]
+
+
+# --- rules on sentences the generated papers do not contain ------------------------------------------------------
+
+
+def _sentences(*texts: str):
+    from retrieval.claims import Sentence
+
+    return [Sentence(page=1, index=i, text=t) for i, t in enumerate(texts, start=1)]
+
+
+def test_text_claim_rules_on_varied_sentences():
+    from retrieval.claims import Vocabulary, text_claims
+
+    vocab = Vocabulary("We evaluate on the CIFAR-100 dataset and the Penn Treebank corpus.")
+    claims = text_claims(
+        _sentences(
+            "Our model achieves 89.7% accuracy on CIFAR-100.",
+            "On Penn Treebank it reaches a test perplexity of 57.3, and an F1 of 0.912 ± 0.004 on parsing.",
+            "We use a learning rate of 0.001 and dropout of 0.5 to reach the best accuracy.",
+            "The training set has 50,000 images and accuracy is computed on 10,000.",
+            "Section 4.2 reports accuracy in detail, see Table 3.1 for the 2019 results.",
+            "Accuracy drops to 71.25% when the gate is removed (Lee et al., 2020).",
+        ),
+        vocab,
+    )
+    got = [(c.id, c.value, c.text, c.metric, c.dataset, c.higher_is_better, c.std, c.cited) for c in claims]
+    assert got == [
+        ("p1-s1-n1", 89.7, "89.7%", "accuracy", "CIFAR-100", True, None, False),
+        ("p1-s2-n1", 57.3, "57.3", "test perplexity", "Penn Treebank", False, None, False),
+        ("p1-s2-n2", 0.912, "0.912 ± 0.004", "f1", "Penn Treebank", True, 0.004, False),
+        ("p1-s6-n1", 71.25, "71.25%", "accuracy", None, True, None, True),
+    ]
+
+
+def test_setup_rules_on_varied_sentences():
+    from retrieval.claims import Vocabulary
+    from retrieval.paper_setup import extract_setup
+
+    vocab = Vocabulary("Results on ImageNet.")
+    setup = extract_setup(
+        _sentences(
+            "We fine-tune a ResNet-50 on the ImageNet dataset with AdamW and a learning rate of 3e-4.",
+            "The mini-batch size is 256 and we train for 90 epochs on 8 NVIDIA A100 GPUs.",
+            "We report the mean over 5 independent runs, using 1,281,167 images for training and 50,000 images for "
+            "validation.",
+            "Images are randomly cropped to 224 pixels and horizontally flipped.",
+        ),
+        vocab,
+        [],
+    )
+    values = {
+        key: [i.value for i in setup.get(key)]
+        for key in (
+            "model",
+            "optimizer",
+            "learning_rate",
+            "batch_size",
+            "epochs",
+            "seeds",
+            "hardware",
+            "split",
+            "dataset",
+        )
+    }
+    assert values["model"] == ["ResNet-50"]
+    assert values["optimizer"] == ["AdamW"]
+    assert values["learning_rate"] == ["learning rate of 3e-4"]
+    assert values["batch_size"] == ["mini-batch size is 256"]
+    assert values["epochs"] == ["90 epochs"]
+    assert values["seeds"] == ["5 independent runs"]
+    assert "A100" in values["hardware"][0]
+    assert values["split"] == ["train=1,281,167; validation=50,000"]
+    assert values["dataset"] == ["ImageNet"]
+    assert [i.value for i in setup.get("aggregation")] == ["the mean over 5 independent runs"]
+    assert setup.missing == []
