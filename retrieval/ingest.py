@@ -206,10 +206,14 @@ def parse_pdf(path: str | Path) -> Paper:
         pages,
         headings[ref_index] if ref_index is not None else None,
     )
+    stamp = " ".join(pages[0].margin)
     first_text = pages[0].text
-    arxiv = ARXIV_RE.search(first_text) or ARXIV_RE.search(str(path.name))
+    arxiv = ARXIV_RE.search(stamp) or ARXIV_RE.search(first_text) or ARXIV_RE.search(str(path.name))
     doi = DOI_RE.search(first_text)
-    year_match = re.search(r"D:(\d{4})", metadata.get("creationDate") or "")
+    # The arXiv stamp's date ("[cs.AI] 25 Aug 2017") is the paper's; the PDF's creation date is a fallback.
+    year_match = re.search(r"\b(19[5-9]\d|20[0-4]\d)\b", stamp) or re.search(
+        r"D:(\d{4})", metadata.get("creationDate") or ""
+    )
     tables = [
         Table(label=t.label, caption=t.caption, pages=t.pages, header=t.header, rows=[r.cells for r in t.rows])
         for t in extracted

@@ -39,6 +39,13 @@ def collapse(text: str) -> str:
     return " ".join(text.split())
 
 
+_COMPOUND_TAILS = {
+    "in", "up", "out", "on", "off", "based", "like", "level", "wise", "specific", "free", "scale", "art", "the",
+    "to", "of", "end", "aware", "shot", "layer", "grained", "dimensional", "order", "world", "side", "box", "only",
+    "by", "and", "or", "trained", "tuned", "class", "fold", "way", "term", "time", "step", "head", "tailed",
+}  # fmt: skip
+
+
 def join_lines(lines: list[str]) -> str:
     """Join wrapped lines into running text, undoing end-of-line hyphenation ("al-" + "gorithms").
 
@@ -54,8 +61,10 @@ def join_lines(lines: list[str]) -> str:
             out = line
         elif out.endswith("-") and len(out) > 1 and out[-2].isalpha():
             prefix = out.rsplit(" ", 1)[-1]
-            # "randomly-selected": an adverb before a hyphen is a compound, not a word split by TeX.
-            if out[-2].islower() and line[:1].islower() and not prefix.endswith("ly-"):
+            suffix = re.match(r"[a-z]+", line)
+            # "randomly-selected", "drop-in", "state-of-the-art": compounds, not a word split by TeX.
+            compound = prefix.endswith("ly-") or (suffix is not None and suffix.group(0) in _COMPOUND_TAILS)
+            if out[-2].islower() and line[:1].islower() and not compound:
                 out = out[:-1] + line
             else:
                 out = out + line
@@ -120,6 +129,7 @@ class PageData:
     words: list[Word]
     blocks: list[Block]
     has_images: bool
+    margin: list[str] = field(default_factory=list)  # rotated text, e.g. the arXiv stamp "arXiv:1708.07747v2 ..."
 
     @property
     def lines(self) -> list[Line]:
@@ -189,7 +199,13 @@ def _is_bold(span: dict) -> bool:
 def read_page(page: pymupdf.Page) -> PageData:
     textpage = page.get_textpage(flags=TEXT_FLAGS)
     raw_words = page.get_text("words", textpage=textpage)
-    words = [Word(w[0], w[1], w[2], w[3], clean(w[4])) for w in raw_words if w[4].strip()]
+    # Words of rotated text come out tall and narrow; they are margin stamps, never table cells.
+    words = [
+        Word(w[0], w[1], w[2], w[3], clean(w[4]))
+        for w in raw_words
+        if w[4].strip() and not (len(w[4]) > 2 and (w[3] - w[1]) > 2.5 * (w[2] - w[0]))
+    ]
+    margin: list[str] = []
     info = page.get_text("dict", textpage=textpage)
     blocks: list[Block] = []
     for b_index, block in enumerate(info["blocks"]):
@@ -199,6 +215,7 @@ def read_page(page: pymupdf.Page) -> PageData:
         for line in block["lines"]:
             direction = line.get("dir", (1, 0))
             if abs(direction[0] - 1) > 0.01:  # rotated text (arXiv stamp in the margin): not part of the body
+                margin.append(clean("".join(s["text"] for s in line["spans"])).strip())
                 continue
             spans = [s for s in line["spans"] if s["text"].strip()]
             if not spans:
@@ -222,7 +239,7 @@ def read_page(page: pymupdf.Page) -> PageData:
             bx0, by0, bx1, by1 = block["bbox"]
             blocks.append(Block(bx0, by0, bx1, by1, merged))
     has_images = any(b.get("type") == 1 for b in info["blocks"]) or bool(page.get_images(full=False))
-    return PageData(page.number + 1, page.rect.width, page.rect.height, words, blocks, has_images)
+    return PageData(page.number + 1, page.rect.width, page.rect.height, words, blocks, has_images, margin)
 
 
 def read_pdf(path: Path) -> tuple[list[PageData], dict, str]:
