@@ -306,7 +306,10 @@ def ingest_pdf(path: str | Path, papers_dir: Path) -> Paper:
     """Parse `path` and write papers_dir/<slug>/{paper.json, paper.md, tables/*.csv} atomically."""
     paper = parse_pdf(path)
     papers_dir = Path(papers_dir)
-    papers_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        papers_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise IngestError(f"{papers_dir}: output path exists and is not a folder") from exc
     target = papers_dir / paper.slug
     tmp = Path(tempfile.mkdtemp(prefix=f".{paper.slug}.", suffix=".tmp", dir=papers_dir))
     try:
