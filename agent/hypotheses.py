@@ -120,6 +120,9 @@ title: {title}
 # Literature from the local paper index (id, title, passage)
 {literature}
 
+# The researcher's feedback on earlier hypotheses (empty on the first round)
+{feedback}
+
 Rules:
 - evidence: facts from this run only (config values, verdict numbers, diagnostics above).
 - citations: only papers listed above (or the paper itself, id {paper_id}); the quote must be copied word for word
@@ -250,13 +253,15 @@ def propose_hypotheses(
     drop_unsupported: bool = False,
     strict: bool = False,
     search_mode: str = "hybrid",
+    feedback: str = "",
 ) -> list[Hypothesis]:
     """Checklist findings plus LLM hypotheses with verified citations, highest priority first.
 
     `model` None: the checklist alone. The LLM is asked twice: `hypothesis_queries` (searches of `index`), then
     `hypotheses` (with the hits). An LLM reply that does not validate after retries is logged and skipped (the
     checklist is still returned) unless `strict`. Citations are verified against the index and the paper itself.
-    `search_mode` is PaperIndex.search's mode ("bm25" skips loading the embedding model).
+    `search_mode` is PaperIndex.search's mode ("bm25" skips loading the embedding model); `feedback` is the
+    researcher's answer when they rejected an earlier round (review_hypotheses).
     """
     checklist = run_checklist(paper, spec, verdicts, runs)
     if model is None:
@@ -309,6 +314,7 @@ def propose_hypotheses(
                     f"- {h['id']} | {h['title']} ({h['year']}) | {h['passage']}" for h in literature
                 )
                 or "(no index or no hits)",
+                "feedback": feedback.strip() or "(none)",
             },
             _LLMHypotheses,
             log_dir=log_dir,

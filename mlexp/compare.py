@@ -34,7 +34,10 @@ spec was approved and the moment its runs are compared.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -92,11 +95,10 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
 
 
 def _is_smoke(run: Any) -> bool:
+    """A smoke run's numbers are not measurements: RunRecord.smoke, or the resolved config's `smoke` key."""
     config = _get(run, "config", None) or {}
-    smoke = _get(run, "smoke", None)
-    if smoke is None:
-        smoke = config.get("smoke", False) if isinstance(config, Mapping) else False
-    return str(smoke).lower() in ("1", "true", "yes")
+    flags = [_get(run, "smoke", False), config.get("smoke", False) if isinstance(config, Mapping) else False]
+    return any(str(flag).lower() in ("1", "true", "yes") for flag in flags)
 
 
 def _metric_value(metrics: Mapping[str, Any], claim_id: str, metric: str) -> float | None:
@@ -421,3 +423,30 @@ def tamper_check(
         current = data_fingerprint(list(data_paths) if data_paths is not None else list(recorded_data))
         problems += [f"data {p}" for p in fingerprint_changes(recorded_data, current)]
     return problems
+
+
+def write_guard(path: str | Path, data_paths: Iterable[str | Path] = ()) -> dict[str, Any]:
+    """Record the harness and data fingerprints in `path` (JSON, written atomically) before runs start."""
+    data_paths = [str(Path(p).resolve()) for p in data_paths if p]
+    guard = {
+        "harness": harness_fingerprint(),
+        "data_paths": data_paths,
+        "data": data_fingerprint(data_paths),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(guard, fh, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+    return guard
+
+
+def check_guard(path: str | Path) -> list[str]:
+    """What changed since `write_guard(path, ...)`: harness source files and data files. [] when nothing did;
+    one problem line when the guard file itself is missing or unreadable (the check could not be made)."""
+    try:
+        guard = json.loads(Path(path).read_text(encoding="utf-8"))
+        return tamper_check(guard["harness"], guard["data"], data_paths=guard.get("data_paths") or None)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"tamper guard {path} cannot be read ({type(exc).__name__}: {exc}): harness integrity not verified"]

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from mlexp import RunRecord
 from mlexp.compare import (
+    check_guard,
     compare,
     data_fingerprint,
     fingerprint_changes,
@@ -25,12 +27,8 @@ from mlexp.compare import (
     t_interval,
     tamper_check,
     worst_first,
+    write_guard,
 )
-
-try:  # helper C's RunRecord; compare() is duck-typed, so a dict of the same shape works until it lands
-    from mlexp import RunRecord
-except ImportError:  # pragma: no cover - only while mlexp.run is being written
-    RunRecord = None
 
 
 def make_runs(values, *, metric="accuracy", status="completed", name="cfg", smoke=False):
@@ -46,6 +44,7 @@ def make_runs(values, *, metric="accuracy", status="completed", name="cfg", smok
             run_dir=f"/tmp/runs/{name}-{seed}",
             metrics={} if value is None else {metric: value},
             config={"seed": seed, "smoke": smoke},
+            smoke=smoke,
             config_hash=f"h{seed}",
             code_commit="c0ffee",
             started_at="2026-01-01T00:00:00",
@@ -55,12 +54,7 @@ def make_runs(values, *, metric="accuracy", status="completed", name="cfg", smok
             digest="",
             env={},
         )
-        if RunRecord is not None:
-            try:
-                record = RunRecord(**record)
-            except Exception:  # the contract allows extra optional fields; fall back to the duck-typed shape
-                pass
-        runs.append(record)
+        runs.append(RunRecord(**record))
     return runs
 
 
@@ -221,7 +215,7 @@ def test_nan_measurement_is_diverged_not_missing():
 def test_only_measured_metrics_and_claim_scoped_keys():
     runs = make_runs([0.70, 0.70])
     for run in runs:
-        metrics = run["metrics"] if isinstance(run, dict) else run.metrics
+        metrics = run.metrics
         metrics["T3-r1/accuracy"] = 0.83  # the claim-scoped key wins over the plain one
         metrics["reported_accuracy"] = 0.85  # never read: a script cannot report the paper's number for us
     (v,) = compare([target(0.83)], runs)
@@ -295,3 +289,16 @@ def test_data_fingerprint_flags_changed_removed_and_added_files(tmp_path: Path):
     assert any("train.csv: content changed" in p for p in problems)
     assert any("test.csv: removed" in p for p in problems)
     assert any("leak.csv: added" in p for p in problems)
+
+
+def test_guard_file_round_trip(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("x\n1\n")
+    guard = tmp_path / "run" / "harness_guard.json"
+    recorded = write_guard(guard, [data])
+    assert "mlexp/compare.py" in recorded["harness"] and len(recorded["data"]) == 1
+    assert check_guard(guard) == []
+    (data / "train.csv").write_text("x\n2\n")
+    assert [p for p in check_guard(guard) if "train.csv: content changed" in p]
+    assert "cannot be read" in check_guard(tmp_path / "missing.json")[0]
