@@ -47,7 +47,6 @@ def test_bad_inputs_exit_nonzero_with_one_line_and_write_nothing(tmp_path, proje
         "truncated": tmp_path / "cut.pdf",
         "empty file": tmp_path / "zero.pdf",
         "is a directory": tmp_path / "folder.pdf",
-        "no such file": tmp_path / "missing.pdf",
     }
     inputs["not a PDF"].write_text("%!PS-Adobe-3.0\nthis is PostScript, not PDF\n")
     pdfgen.encrypted_pdf(inputs["encrypted"])
@@ -86,3 +85,14 @@ def test_ingest_writes_paper_and_prints_json(tmp_path, project):
     record = json.loads(result.stdout)
     assert record["slug"] == "gated-mixers" and record["title"] == pdfgen.TITLE
     assert json.loads((out_dir / "gated-mixers" / "paper.json").read_text())["claims"] == record["claims"]
+
+
+def test_missing_file_through_main(tmp_path, capsys):
+    # `agent.cli.main` is the console script's entry point; in-process here to spare another interpreter start.
+    from agent.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["ingest", str(tmp_path / "missing.pdf")])
+    assert info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("replicate: error: ") and "no such file" in err[0]
