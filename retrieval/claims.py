@@ -43,6 +43,7 @@ NOT_RESULT = re.compile(
 RESULTS_CAPTION = re.compile(
     r"result|performance|benchmark|comparison|compar|evaluat|ablation|accurac|error|score", re.IGNORECASE
 )
+STD_HEADER = re.compile(r"^(std\.?|stdev|std\.? dev\.?|s\.d\.|sd|±|\+/-|standard deviation|sem|s\.e\.)$", re.I)
 METHOD_HEADER = re.compile(r"method|model|classifier|approach|algorithm|architecture|network|system", re.IGNORECASE)
 DATASET_HEADER = re.compile(r"^(data\s?set|data|task|benchmark|corpus)s?$", re.IGNORECASE)
 
@@ -156,6 +157,14 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
         numeric_share.append(sum(1 for c in cells if parse_number(c)) / len(cells) if cells else 0.0)
     label_cols = [c for c in range(n_cols) if numeric_share[c] < 0.5]
     value_cols = [c for c in range(n_cols) if numeric_share[c] >= 0.5 and not NOT_RESULT.search(header[c])]
+    # A "Std" / "±" column is the spread of the result column to its left, not a result of its own.
+    std_of = {}
+    for c in list(value_cols):
+        if STD_HEADER.match(header[c].split(" / ")[-1].strip()):
+            value_cols.remove(c)
+            left = [v for v in value_cols if v < c]
+            if left:
+                std_of[left[-1]] = c
     if not label_cols and value_cols and header[0] == "":  # a first numeric column with no header is a row label
         label_cols = [0]
         value_cols = value_cols[1:]
@@ -192,6 +201,9 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
             if parsed is None:
                 continue
             value, std = parsed
+            if std is None and col in std_of:
+                spread = parse_number(cells[std_of[col]]) if cells[std_of[col]] else None
+                std = spread[0] if spread else None
             metric = column_metric.get(col) or row_metric or caption_metric
             dataset = vocab.find(header[col]) or row_dataset or section_dataset or single_caption_dataset
             method = cells[method_col] if method_col is not None and cells[method_col] else row_label

@@ -234,6 +234,24 @@ def assign_header(row: Row, columns: list[tuple[float, float]]) -> tuple[list[st
     return [" ".join(parts) for parts in cells], widened
 
 
+def _numeric_header(rows: list[Row], index: int, gap: float) -> bool:
+    """Does a row of whole numbers label the columns ("Method 1 5 10" over k-shot results, "10% 50% 100%")?
+
+    Yes when its numbers are all whole, at most its first cell is text, and the row below has decimals: results
+    under column labels. A table whose rows are all whole numbers (counts, sizes) keeps them as body rows.
+    """
+    row, below = rows[index], rows[index + 1]
+    numbers = [parse_number(seg.text) for seg in row.segments]
+    texts = [i for i, n in enumerate(numbers) if n is None]
+    if len(row.segments) < 2 or texts not in ([], [0]) or len(numbers) - len(texts) < 2:
+        return False
+    if not all(n[0].is_integer() and n[1] is None for n in numbers if n is not None):
+        return False
+    below_numbers = [parse_number(seg.text) for seg in below.segments]
+    decimals = [n for n in below_numbers if n is not None and (not n[0].is_integer() or n[1] is not None)]
+    return len(decimals) >= 1 and sum(1 for n in below_numbers if n is not None) >= len(numbers) - len(texts)
+
+
 def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> ExtractedTable | None:
     """Turn the rows of one table area into header + cells. None when the area does not look like a table."""
     rows = [row for row in rows if row.words]
@@ -243,6 +261,8 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
     for row in rows:
         split_segments(row, gap)
     first_numeric = next((i for i, row in enumerate(rows) if row.numeric()), None)
+    while first_numeric is not None and first_numeric + 1 < len(rows) and _numeric_header(rows, first_numeric, gap):
+        first_numeric += 1  # "1-shot 5-shot" / "10% 50% 100%" above the first labelled row is a header
     if first_numeric is None:  # a table of text: first row is the header when it has several cells
         first_numeric = 1 if len(rows) > 1 and len(rows[0].segments) >= 2 else 0
     header_rows, body_rows = rows[:first_numeric], rows[first_numeric:]
@@ -270,10 +290,23 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
         header_parts.insert(0, parts)
         if widened is columns:
             widened = widened_now
+    body_cells = [assign_body(row, columns) for row in body_rows]
+    numeric_cols = [
+        i
+        for i in range(len(columns))
+        if sum(1 for cells in body_cells if cells[i] and parse_number(cells[i])) * 2 > len(body_cells)
+    ]
+    for parts, row in zip(header_parts[:-1], header_rows[:-1], strict=True):
+        # A lone group label above the number columns ("Shots" over 1 / 5 / 10) spans all of them, even when it
+        # is set narrower than the group.
+        if len(row.segments) == 1 and numeric_cols and any(parts[i] for i in numeric_cols):
+            group = row.segments[0].text
+            if not any(parts[i] for i in range(len(columns)) if i not in numeric_cols):
+                for i in numeric_cols:
+                    parts[i] = group
     header = [" / ".join(p[i] for p in header_parts if p[i]) for i in range(len(columns))]
     table_rows: list[TableRow] = []
-    for row in body_rows:
-        cells = assign_body(row, columns)
+    for row, cells in zip(body_rows, body_cells, strict=True):
         filled = [c for c in cells if c]
         kind = "section" if len(filled) == 1 and len(row.segments) == 1 and parse_number(filled[0]) is None else "body"
         table_rows.append(TableRow(cells, page.number, collapse(row.text), kind))

@@ -430,3 +430,22 @@ def test_setup_rules_on_varied_sentences():
     assert values["dataset"] == ["ImageNet"]
     assert [i.value for i in setup.get("aggregation")] == ["the mean over 5 independent runs"]
     assert setup.missing == []
+
+
+def test_number_column_labels_and_std_column(tmp_path):
+    paper = parse_pdf(pdfgen.fewshot_paper(tmp_path / "fewshot.pdf"))
+    shots = _table(paper, "Table 1")
+    assert shots.header == ["Method", "Shots / 1", "Shots / 5", "Shots / 10"]  # "1 5 10" label, not a result row
+    assert shots.rows == pdfgen.SHOT_ROWS
+    claims = [c for c in paper.claims if c.table == "Table 1"]
+    assert [(c.method, c.column, c.value) for c in claims][:3] == [
+        ("ProtoNet", "Shots / 1", 49.42),
+        ("ProtoNet", "Shots / 5", 68.2),
+        ("ProtoNet", "Shots / 10", 74.1),
+    ]
+    assert all(c.dataset == "Omniglot" and c.metric == "accuracy" for c in claims)
+    spread = [c for c in paper.claims if c.table == "Table 2"]
+    assert [(c.method, c.value, c.std, c.text) for c in spread] == [
+        ("Baseline", 61.3, 0.4, "61.3"),
+        ("Ours", 64.8, 0.3, "64.8"),
+    ]  # the Std column is the spread of Accuracy, not a claim of its own
