@@ -23,12 +23,23 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent import graph as flow
 from agent.cli import app
 from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
 from agent.state import new_id
 
 out = Console(highlight=False, soft_wrap=True)
+
+
+class _LazyFlow:
+    """agent.graph imported on first use: langgraph costs seconds to import, and other commands do not need it."""
+
+    def __getattr__(self, name: str) -> Any:
+        from agent import graph
+
+        return getattr(graph, name)
+
+
+flow: Any = _LazyFlow()
 EXIT_WAITING_UNATTENDED = 2  # --auto-approve stopped at a question only a person can answer
 
 LLM_OPTION = typer.Option(None, "--llm", help="openai:MODEL | openrouter:MODEL | vllm:MODEL@URL | scripted:PATH")

@@ -29,6 +29,8 @@ from agent.nodes_results import compare_results, propose_hypotheses, review_hypo
 from agent.nodes_spec import draft_spec, find_related, ingest_paper, review_spec
 from agent.state import State, save_snapshot
 
+__all__ = ["Command", "open_graph", "invoke", "snapshot_of", "waiting_for", "list_replications", "run_config"]
+
 NODES = [
     ingest_paper,
     find_related,

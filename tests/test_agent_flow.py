@@ -152,11 +152,15 @@ def test_end_to_end_with_checkpoints_edit_reject_and_sigkill(tmp_path, fashion_p
     assert (code / "train.py").read_text() == TRAIN_PY.read_text()
     assert subprocess.run(["git", "log", "--oneline"], cwd=code, capture_output=True, text=True).stdout.count("\n") == 1
 
-    # 4. Approve the run review; SIGKILL the agent (and its run) while the second seed runs.
+    # 4. Approve the run review with a changed budget; SIGKILL the agent (and its run) while the second seed runs.
+    _one_line_error(cli("approve", rid, "--budget", "gpus=8", rc=1), "--budget takes KEY=VALUE")
     proc = subprocess.Popen(
-        [str(REPLICATE), "approve", rid], env=cli.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [str(REPLICATE), "approve", rid, "--budget", "wall_limit_minutes=4"],
+        env=cli.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     full_root = cli.project / "runs" / rid / "experiments" / "full-g0"
     deadline = time.monotonic() + 300
     first = None
@@ -173,6 +177,7 @@ def test_end_to_end_with_checkpoints_edit_reject_and_sigkill(tmp_path, fashion_p
     proc.wait(timeout=30)
     status = cli.status(rid)
     assert status["waiting"] is None and status["next"] == ["run_full"], status
+    assert json.loads(Path(values["spec_json"]).read_text())["budget"]["wall_limit_minutes"] == 4
     assert [r["seed"] for r in status["values"]["full_runs"]] == [first["seed"]]
 
     # 5. Resume in a new process: the finished seed is not run again, the killed one is, then hypotheses wait.
