@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from retrieval.models import Claim
 from retrieval.pdf import PageData, collapse, join_lines
-from retrieval.tables import _VALUE, ExtractedTable, parse_number
+from retrieval.tables import VALUE_PATTERN, ExtractedTable, parse_number
 
 # (pattern, higher_is_better). Checked in order; the first that matches names the metric.
 METRICS: list[tuple[re.Pattern[str], bool]] = [
@@ -261,8 +261,8 @@ def page_sentences(page: PageData, skip: list[tuple[float, float, float, float]]
 
 
 NUMBER_IN_TEXT = re.compile(
-    rf"(?<![\w.=/-])(?P<value>{_VALUE})(?:\s*(?P<pct>%|percent\b))?"
-    rf"(?:\s*(?:±|\+/-|\+-)\s*(?P<std>{_VALUE})\s*(?:%|percent\b)?)?(?![\w/=-])"
+    rf"(?<![\w.=/-])(?P<value>{VALUE_PATTERN})(?:\s*(?P<pct>%|percent\b))?"
+    rf"(?:\s*(?:±|\+/-|\+-)\s*(?P<std>{VALUE_PATTERN})\s*(?:%|percent\b)?)?(?![\w/=-])"
 )
 REFERENCE_BEFORE = re.compile(
     r"(table|figure|fig\.|section|sec\.|eq\.|equation|appendix|algorithm|chapter|line|step|page|pp?\.|"

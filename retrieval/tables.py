@@ -28,12 +28,12 @@ CAPTION_RE = re.compile(
 CONTINUED_RE = re.compile(r"^\s*[(\-–—:]*\s*(continued|cont(?:'d|\.|inued)?)\b", re.IGNORECASE)
 CONTINUES_NEXT_RE = re.compile(r"continued\s+on\s+(the\s+)?next\s+page|continues\s+on\s+next\s+page", re.IGNORECASE)
 
-_VALUE = r"[-+]?(?:\d{1,3}(?:,\s?\d{3})+(?:\.\d+)?|\d*\.\d+|\d+)(?:[eE][-+]?\d+)?"
+VALUE_PATTERN = r"[-+]?(?:\d{1,3}(?:,\s?\d{3})+(?:\.\d+)?|\d*\.\d+|\d+)(?:[eE][-+]?\d+)?"
 _PM = r"(?:±|\+/-|\+-|\+ -)"
 # A cell that is one number, possibly with a percent sign, a ± spread, a parenthesised spread and footnote marks.
 NUMBER_CELL_RE = re.compile(
-    rf"^[(\[]?(?P<value>{_VALUE})\s*(?P<pct>%|[kKMBG]\b)?\s*"
-    rf"(?:(?:{_PM})\s*(?P<std>{_VALUE})\s*%?|\(\s*(?:{_PM})?\s*(?P<std2>{_VALUE})\s*%?\s*\))?"
+    rf"^[(\[]?(?P<value>{VALUE_PATTERN})\s*(?P<pct>%|[kKMBG]\b)?\s*"
+    rf"(?:(?:{_PM})\s*(?P<std>{VALUE_PATTERN})\s*%?|\(\s*(?:{_PM})?\s*(?P<std2>{VALUE_PATTERN})\s*%?\s*\))?"
     r"[)\]]?\s*[*†‡§¶⋆∗]*\s*[a-z]?$"
 )
 
