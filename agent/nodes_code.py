@@ -339,6 +339,11 @@ def run_full(state: State, config: RunnableConfig) -> Command[Literal["run_full"
         return Command(goto="compare_results", update={"stage": "run_full"})
     group, seed = pending[0]
     claim_ids = [t.claim_id for t in spec.target_groups()[group][1]]
+    guard = experiments_dir(state["id"]).parent / "harness_guard.json"
+    if not done and not guard.exists():  # tamper guard (helper E): harness + data hashes before any full run
+        from mlexp.compare import write_guard
+
+        write_guard(guard, [spec.data.location] if spec.data.location else [])
     record = _run(
         state,
         spec,

@@ -51,7 +51,17 @@ def compare_results(state: State, config: RunnableConfig) -> Command[Literal["pr
     dumped = [v.model_dump(mode="json") for v in verdicts]
     _write_json(replication_dir(state["id"]) / "verdicts.json", dumped)
     say(f"Comparison: {summary_line(verdicts)}")
-    return Command(goto="propose_hypotheses", update={"verdicts": dumped, "stage": "compare_results"})
+    update: dict[str, Any] = {"verdicts": dumped, "stage": "compare_results"}
+    guard = replication_dir(state["id"]) / "harness_guard.json"
+    if guard.exists():  # tamper guard (helper E): flag any change to the harness or the data since the runs began
+        from mlexp.compare import check_guard
+
+        warnings = list(state.get("warnings", []))
+        for problem in check_guard(guard):
+            say(f"WARNING: {problem}")
+            warnings.append(f"tamper guard: {problem}")
+        update["warnings"] = warnings
+    return Command(goto="propose_hypotheses", update=update)
 
 
 def _index_or_none() -> Any:
@@ -144,6 +154,8 @@ def write_report(state: State, config: RunnableConfig) -> Command[Literal["__end
             verdicts=_verdict_objects(state),
             hypotheses=found,
             runs=_records(state),
+            warnings=state.get("warnings", []),
+            llm_usage=state.get("llm_usage") or None,
         )
     say(f"Report: {html}")
     return Command(goto=END, update={"report": {"html": str(html), "md": str(md)}, "stage": "write_report"})
