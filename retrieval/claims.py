@@ -9,6 +9,7 @@ metric word stands near it and nothing marks it as a setting, a count or a refer
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from retrieval.models import Claim
@@ -42,6 +43,9 @@ NOT_RESULT = re.compile(
 )
 RESULTS_CAPTION = re.compile(
     r"result|performance|benchmark|comparison|compar|evaluat|ablation|accurac|error|score", re.IGNORECASE
+)
+SETTINGS_CAPTION = re.compile(
+    r"hyper-?parameter|setting|configuration|statistics|architecture|implementation detail|notation", re.IGNORECASE
 )
 STD_HEADER = re.compile(r"^(std\.?|stdev|std\.? dev\.?|s\.d\.|sd|±|\+/-|standard deviation|sem|s\.e\.)$", re.I)
 METHOD_HEADER = re.compile(r"method|model|classifier|approach|algorithm|architecture|network|system", re.IGNORECASE)
@@ -171,10 +175,9 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
     caption_metric = find_metric(table.caption) or find_metric(context)
     column_metric = {c: find_metric(header[c]) for c in value_cols}
     row_metric_possible = any(find_metric(r.cells[c]) for r in body for c in label_cols)
-    if not (
-        caption_metric or any(column_metric.values()) or row_metric_possible or RESULTS_CAPTION.search(table.caption)
-    ):
-        return []  # not a results table (e.g. a list of files with sizes)
+    results_caption = RESULTS_CAPTION.search(table.caption) and not SETTINGS_CAPTION.search(table.caption)
+    if not (caption_metric or any(column_metric.values()) or row_metric_possible or results_caption):
+        return []  # not a results table (a list of files with sizes, the hyperparameters behind the results)
     dataset_cols = [c for c in label_cols if DATASET_HEADER.match(header[c].split(" / ")[-1].strip())]
     method_cols = [c for c in label_cols if c not in dataset_cols]
     method_col = next(
@@ -286,9 +289,15 @@ COUNT_AFTER = re.compile(
 ACHIEVE = re.compile(r"achiev|obtain|reach|score|attain|yield|get|improv|outperform|reduc|surpass|gain", re.IGNORECASE)
 
 
-def text_claims(sentences: list[Sentence], vocab: Vocabulary) -> list[Claim]:
-    """Claims from running text: a number with a metric word close by, not a setting, count, year or reference."""
+def text_claims(sentences: list[Sentence], vocab: Vocabulary, methods: Iterable[str] = ()) -> list[Claim]:
+    """Claims from running text: a number with a metric word close by, not a setting, count, year or reference.
+
+    `methods` are the method names the tables use; one named in the sentence becomes the claim's method.
+    """
     claims: list[Claim] = []
+    method_patterns = [
+        (m, re.compile(rf"(?<![\w-]){re.escape(m)}(?![\w-])")) for m in sorted(set(methods), key=len, reverse=True)
+    ]
     for sentence in sentences:
         text = sentence.text
         if not re.search(r"\d", text):
@@ -343,7 +352,7 @@ def text_claims(sentences: list[Sentence], vocab: Vocabulary) -> list[Claim]:
                     column=None,
                     metric=metric[0],
                     dataset=dataset,
-                    method=None,
+                    method=next((m for m, pattern in method_patterns if pattern.search(text)), None),
                     higher_is_better=metric[1],
                     quote=text,
                     cited=bool(CITATION.search(text)),

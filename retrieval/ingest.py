@@ -192,7 +192,7 @@ def parse_pdf(path: str | Path) -> Paper:
     claims = []
     for table in extracted:
         claims.extend(table_claims(table, vocab, " ".join(dict.fromkeys(citing.get(table.label, [])))))
-    claims.extend(text_claims(sentences, vocab))
+    claims.extend(text_claims(sentences, vocab, [c.method for c in claims if c.method]))
     setup = extract_setup(sentences, vocab, claims)
 
     sections = _sections(pages, headings)

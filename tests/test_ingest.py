@@ -123,9 +123,8 @@ def test_text_claims(generated):
     _, paper = generated
     text_claims = [c for c in paper.claims if c.table is None]
     own = [c for c in text_claims if not c.cited]
-    assert any(
-        c.value == 95.1 and c.text == "95.1%" and c.metric == "test accuracy" and c.dataset == "CIFAR-10" for c in own
-    )
+    main = next(c for c in own if c.value == 95.1)
+    assert (main.text, main.metric, main.dataset, main.method) == ("95.1%", "test accuracy", "CIFAR-10", "GatedMixer-B")
     assert any(c.value == 4.9 and c.metric == "error" and c.higher_is_better is False for c in own)
     cited = [c for c in text_claims if c.cited]
     assert [c.value for c in cited] == [96.5]  # "(Smith et al., 2019)": somebody else's result
@@ -449,3 +448,18 @@ def test_number_column_labels_and_std_column(tmp_path):
         ("Baseline", 61.3, 0.4, "61.3"),
         ("Ours", 64.8, 0.3, "64.8"),
     ]  # the Std column is the spread of Accuracy, not a claim of its own
+
+
+def test_settings_table_gives_no_claims():
+    from retrieval.claims import Vocabulary, table_claims
+    from retrieval.tables import ExtractedTable, TableRow
+
+    table = ExtractedTable(
+        label="Table 4",
+        caption="Table 4: Hyperparameter settings behind the results in Table 2.",
+        pages=[5],
+        header=["Name", "Value"],
+        rows=[TableRow(["learning rate", "0.001"], 5, "learning rate 0.001"), TableRow(["dropout", "0.1"], 5, "d")],
+        n_cols=2,
+    )
+    assert table_claims(table, Vocabulary("")) == []
