@@ -189,28 +189,44 @@ class BM25Store:
         self._open_shards()
         return int(tail["lo"])
 
+    def _word_id(self, word: str) -> int:
+        """Global term id of a raw word (-1 for a stop word or junk), adding new terms to the vocabulary."""
+        term = self.tokenizer.terms(word)
+        if not term:
+            wid = -1
+        else:
+            wid = self.vocab.get(term[0], -2)
+            if wid == -2:
+                wid = self.vocab[term[0]] = len(self.vocab)
+                self._new_terms.append(term[0])
+        if len(self._word_ids) < 5_000_000:  # bounded: beyond this, rare words just take the slow path
+            self._word_ids[word] = wid
+        return wid
+
+    def _text_ids(self, text: str) -> list[int]:
+        """Term ids of a text. Hot loop of the import: one C-level dict lookup per word via map()."""
+        words = _WORD_RE.findall(text.lower())
+        ids = list(map(self._word_ids.get, words))
+        if None in ids:
+            for j, (w, i) in enumerate(zip(words, ids, strict=True)):
+                if i is None:
+                    ids[j] = self._word_id(w)
+        return ids
+
     def _write_shard(self, rows: list[tuple], title_boost: int) -> None:
-        vocab = self.vocab
-        new_terms: list[str] = []
-        doc_rows: list[np.ndarray] = []
-        doc_cols: list[np.ndarray] = []
-        doclen = np.zeros(len(rows), dtype=np.int32)
+        if not hasattr(self, "_word_ids"):
+            self._word_ids: dict[str, int] = {}
+        self._new_terms: list[str] = []
+        new_terms = self._new_terms
+        all_ids: list[int] = []
+        lens = np.zeros(len(rows), dtype=np.int64)
         dates = np.zeros(len(rows), dtype=np.int32)
         cat_pairs: list[tuple[int, int]] = []
-        terms_of = self.tokenizer.terms
+        text_ids = self._text_ids
         for r, (_uid, title, text, cats, date) in enumerate(rows):
-            toks = terms_of(title or "") * title_boost + terms_of(text or "")
-            ids = []
-            for t in toks:
-                i = vocab.get(t)
-                if i is None:
-                    i = vocab[t] = len(vocab)
-                    new_terms.append(t)
-                ids.append(i)
-            doclen[r] = len(ids)
-            if ids:
-                doc_cols.append(np.array(ids, dtype=np.int64))
-                doc_rows.append(np.full(len(ids), r, dtype=np.int64))
+            ids = text_ids(title or "") * title_boost + text_ids(text or "")
+            all_ids.extend(ids)
+            lens[r] = len(ids)
             dates[r] = date_int(date or "")
             for c in (cats or "").split():
                 cid = self._cat_id.get(c)
@@ -218,12 +234,14 @@ class BM25Store:
                     cid = self._cat_id[c] = len(self.categories)
                     self.categories.append(c)
                 cat_pairs.append((cid, r))
-        n_terms = len(vocab)
-        if doc_cols:
-            cols = np.concatenate(doc_cols)
-            rws = np.concatenate(doc_rows)
-            key = np.unique(cols * len(rows) + rws, return_counts=True)  # sorted by (term, row): CSC order
-            keys, counts = key
+        cols_all = np.array(all_ids, dtype=np.int64)
+        rows_all = np.repeat(np.arange(len(rows), dtype=np.int64), lens)
+        keep = cols_all >= 0  # stop words and junk were mapped to -1
+        doc_cols, doc_rows = cols_all[keep], rows_all[keep]
+        doclen = np.bincount(doc_rows, minlength=len(rows)).astype(np.int32)
+        n_terms = len(self.vocab)
+        if len(doc_cols):
+            keys, counts = np.unique(doc_cols * len(rows) + doc_rows, return_counts=True)  # (term, row): CSC order
             term_of, row_of = np.divmod(keys, len(rows))
         else:
             term_of = row_of = counts = np.zeros(0, dtype=np.int64)

@@ -38,6 +38,17 @@ def resolve_model(name: str | None) -> tuple[str, str]:
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise PaperIndexError(f"unknown embedding model {name!r}: {path} is not a sentence-transformers folder")
         return str(path.resolve()), str(path.resolve())
+    try:  # a hub id is usable only if it is already in the local Hugging Face cache (we never download)
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - an invalid repo id is just as unknown
+        cached = None
+    if not isinstance(cached, str):
+        raise PaperIndexError(
+            f"unknown embedding model {name!r}: not a local sentence-transformers folder and not in the "
+            "Hugging Face cache (models are never downloaded); pass a folder path"
+        )
     return name, name
 
 

@@ -118,6 +118,10 @@ class PaperIndex:
         self.docs = DocStore(self.path / "docs.sqlite")
         self.bm25 = BM25Store(self.path / "bm25")
         stored = self.docs.get_meta("embedding_model")
+        if embedding_model:
+            from retrieval.dense import resolve_model
+
+            resolve_model(embedding_model)  # an unknown model fails here, before any work, with a clear message
         self.embedding_model = embedding_model or stored or DEFAULT_EMBEDDING_MODEL
         self.chroma_url = chroma_url
         if self.docs.get_meta("title_boost") is None:

@@ -1,0 +1,183 @@
+"""Index scale: import rate, embedding rate and query latency (p50/p95) at 100k and 1M records, with/without filters.
+
+What is measured, exactly:
+  * corpus: the shared arXiv CS metadata file (74,728 real records, snapshot layout), repeated with perturbed copies
+    to reach the size: copy c>0 of a record gets id "<id>.c<c>" and ~15% of its title/abstract words dropped at random
+    (seeded), so every copy is a distinct document with a realistic vocabulary and length. Dates/categories are kept.
+  * import rate: `PaperIndex.import_jsonl` on that plain JSONL file, wall clock, BM25 shards included (the whole
+    "BM25 side"), reported as records/s; the SQLite phase and the BM25 phase are also shown separately.
+  * embedding rate: the real model (all-MiniLM-L6-v2) embedding a sample of real abstracts via `Embedder.encode` on
+    this machine's device (CPU here: a GPU figure is NOT measured by this script unless it runs on a GPU).
+  * dense side at scale: embedding 1M abstracts on this CPU is impossible in the time, so the vectors are FILLED:
+    B real embeddings of distinct records (B = --real-vectors), and unit u gets the real vector of base record
+    (u mod B) plus Gaussian noise (sigma --noise per dimension), re-normalised. They go through the same chromadb
+    collection + local vector file as `replicate index embed` writes. Dense *relevance* at scale is therefore not
+    meaningful; dense *latency* (HNSW search, over-fetch, exact filtered scoring) is what is measured.
+  * query latency: `PaperIndex.search` end to end (query embedding on the CPU, BM25 over all shards, chromadb HNSW,
+    fusion, snippets from SQLite), after 5 warm-up queries; queries are the titles of random real records.
+
+    .venv/bin/python benchmarks/index_scale.py --sizes 100000 [1000000] [--workdir benchmarks/out/scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from retrieval.index import PaperIndex  # noqa: E402
+
+FILTERS = {
+    "none": {},
+    "category cs.LG": {"category": "cs.LG"},
+    "before 2025-03-01": {"before": "2025-03-01"},
+    "cs.CL + before 2025-03-01": {"category": "cs.CL", "before": "2025-03-01"},
+}
+
+
+def load_base(src: Path) -> list[dict]:
+    with gzip.open(src, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def make_corpus(base: list[dict], size: int, out: Path, seed: int = 0) -> None:
+    if out.exists() and out.stat().st_size > 0 and out.with_suffix(".n").exists():
+        if int(out.with_suffix(".n").read_text()) == size:
+            return
+    rng = random.Random(seed)
+    tmp = out.with_suffix(".tmp")
+    t0 = time.perf_counter()
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for i in range(size):
+            rec = base[i % len(base)]
+            copy = i // len(base)
+            if copy:
+                words = rec["abstract"].split()
+                abstract = " ".join(w for w in words if rng.random() > 0.15)
+                title = " ".join(w for w in rec["title"].split() if rng.random() > 0.15) or rec["title"]
+                rec = {**rec, "id": f"{rec['id']}.c{copy}", "title": title, "abstract": abstract}
+            fh.write(json.dumps(rec) + "\n")
+    tmp.replace(out)
+    out.with_suffix(".n").write_text(str(size))
+    print(f"  wrote {size:,} records to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def fill_vectors(ix: PaperIndex, base_vecs: np.ndarray, noise: float, seed: int = 0) -> float:
+    """Write filled vectors for every unit through the index's own vector file + chroma collection; returns secs."""
+    rng = np.random.default_rng(seed)
+    hi = ix.docs.max_uid() + 1
+    t0 = time.perf_counter()
+    block = 20_000
+    for lo in range(1, hi, block):
+        uids = np.arange(lo, min(lo + block, hi), dtype=np.int64)
+        vecs = base_vecs[uids % len(base_vecs)] + rng.normal(0, noise, (len(uids), base_vecs.shape[1]))
+        vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+        ix.vectors.write(uids, vecs)
+        ix.chroma.upsert(uids, vecs)
+        ix.docs.set_meta(f"embedded_hi:{ix.recipe.hash}", str(int(uids[-1]) + 1))
+        done = int(uids[-1])
+        if done % 200_000 < block:
+            print(f"    {done:,} vectors in chroma, {time.perf_counter() - t0:.0f} s", flush=True)
+    return time.perf_counter() - t0
+
+
+def latency(ix: PaperIndex, queries: list[str], **kw) -> tuple[float, float, float]:
+    for q in queries[:5]:
+        ix.search(q, k=10, **kw)
+    times = []
+    n_hits = 0
+    for q in queries:
+        t0 = time.perf_counter()
+        n_hits += len(ix.search(q, k=10, **kw))
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95)), n_hits / len(queries)
+
+
+def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.Namespace) -> None:
+    work = args.workdir / f"n{size}"
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "corpus.jsonl"
+    print(f"\n== {size:,} records ==", flush=True)
+    make_corpus(base, size, corpus)
+    shutil.rmtree(work / "index", ignore_errors=True)
+    ix = PaperIndex(work / "index")
+    t0 = time.perf_counter()
+    stats = ix.import_jsonl(corpus, progress=args.progress)
+    wall = time.perf_counter() - t0
+    sqlite_s = stats.seconds - stats.bm25_seconds
+    print(
+        f"  import: {stats.imported:,} records in {wall:.1f} s = {stats.imported / wall:,.0f} records/s "
+        f"(SQLite phase {sqlite_s:.1f} s, BM25 shards {stats.bm25_seconds:.1f} s, {len(ix.bm25.shards)} shards)",
+        flush=True,
+    )
+    print("  filling FILLED vectors (real embeddings of a subset + noise, see docstring) into chromadb ...", flush=True)
+    fill_s = fill_vectors(ix, base_vecs, args.noise)
+    print(f"  vectors: {size:,} written to chromadb + vector file in {fill_s:.0f} s ({size / fill_s:,.0f}/s)")
+    rng = random.Random(1)
+    queries = [" ".join(base[rng.randrange(len(base))]["title"].split()) for _ in range(args.queries)]
+    n_units = ix.bm25.n_units
+    print(f"  query latency over {len(queries)} title queries, k=10 (ms):")
+    print("  | mode   | filter                    | kept  |    p50 |    p95 | hits/query |")
+    for mode in ("hybrid", "bm25"):
+        for name, kw in FILTERS.items():
+            mask = ix._mask(kw.get("category"), kw.get("before"))
+            kept = 1.0 if mask is None else mask.sum() / n_units
+            p50, p95, hits = latency(ix, queries, mode=mode, **kw)
+            print(f"  | {mode:<6} | {name:<25} | {kept:5.1%} | {p50:6.1f} | {p95:6.1f} | {hits:10.1f} |", flush=True)
+    st = ix.stats()
+    print(f"  disk: {st['disk_bytes'] / 1e9:.2f} GB ({st['papers']:,} papers)")
+    ix.close()
+    if not args.keep:
+        shutil.rmtree(work / "index", ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument(
+        "--source", type=Path, default=REPO.parent / "shared" / "data" / "arxiv" / "arxiv-cs-2025-2026.jsonl.gz"
+    )
+    ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "scale")
+    ap.add_argument("--embed-sample", type=int, default=256, help="real abstracts embedded to measure the rate")
+    ap.add_argument("--real-vectors", type=int, default=1024, help="real embeddings the filled vectors derive from")
+    ap.add_argument("--noise", type=float, default=0.02)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the built indexes")
+    args = ap.parse_args()
+    base = load_base(args.source)
+    print(f"base corpus: {len(base):,} real records from {args.source}")
+
+    from retrieval.dense import Embedder
+
+    emb = Embedder()
+    cache = args.workdir / f"base-vectors-{args.real_vectors}.npy"
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    sample = [f"{r['title']}. {r['abstract']}" for r in base[: args.embed_sample]]
+    emb.encode(sample[:8])  # load + warm up
+    t0 = time.perf_counter()
+    emb.encode(sample)
+    secs = time.perf_counter() - t0
+    print(f"embedding rate: {len(sample) / secs:,.1f} abstracts/s on {emb.device} ({len(sample)} real abstracts)")
+    if cache.exists():
+        base_vecs = np.load(cache)
+    else:
+        texts = [f"{r['title']}. {r['abstract']}" for r in base[: args.real_vectors]]
+        base_vecs = emb.encode(texts)
+        np.save(cache, base_vecs)
+    for size in args.sizes:
+        run_size(size, base, base_vecs, args)
+
+
+if __name__ == "__main__":
+    main()
