@@ -1,6 +1,7 @@
 """mlexp: experiment tracking and execution. Knows nothing about papers, only runs and metrics.
 
-Public API: `run_script`, `RunRecord`, `CheckResult`, `post_run_check`, `summarize_log`, `Registry`, `list_runs`,
+Public API: `run_script`, `smoke_then_full`, `run_series`,
+`RunRecord`, `CheckResult`, `post_run_check`, `summarize_log`, `Registry`, `list_runs`,
 `StabilityLog`; modules `mlexp.log` (script side), `mlexp.early_stopping`, `mlexp.batch_infer`, `mlexp.split`.
 """
 
@@ -22,14 +23,16 @@ __all__ = [
     "list_runs",
     "post_run_check",
     "run_script",
+    "run_series",
     "show_run",
+    "smoke_then_full",
     "summarize_log",
 ]
 
 
 def __getattr__(name: str):
     """Heavy parts (pandas, pyarrow) load on first use, so `import mlexp.log` stays cheap inside scripts."""
-    if name in ("run_script", "show_run"):
+    if name in ("run_script", "show_run", "smoke_then_full", "run_series"):
         from mlexp import api
 
         return getattr(api, name)

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--silence-limit", type=float)
     parser.add_argument("--memory-limit-mb", type=int)
     parser.add_argument("--no-network", action="store_true")
+    parser.add_argument("--max-eta", type=float)
     args = parser.parse_args(argv)
     script = Path(args.script).resolve()
     run_dir = Path(tempfile.mkdtemp(prefix="mlexp-run-"))
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_process(
         [sys.executable, str(script)], cwd=run_dir, env=env, log_path=run_dir / "console.log",
         wall_limit_s=args.wall_limit, silence_limit_s=args.silence_limit, on_line=echo,
-        memory_limit_mb=args.memory_limit_mb, no_network=args.no_network, redact=Redactor(),
+        memory_limit_mb=args.memory_limit_mb, no_network=args.no_network, redact=Redactor(), max_eta_s=args.max_eta,
     )  # fmt: skip
     (run_dir / "config.json").unlink(missing_ok=True)  # the driver keeps its own frozen copy
     left = []

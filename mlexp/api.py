@@ -198,9 +198,17 @@ def run_script(
     on_line: Callable[[str], None] | None = None,
     num_gpus: float | None = None,
     notes: str | None = None,
+    max_eta_s: float | None = None,
+    min_free_mb: float = 100.0,
 ) -> RunRecord:
-    """Run `script` under the harness and return its RunRecord (see the module docstring for the lifecycle)."""
-    limits = {"wall_limit_s": wall_limit_s, "silence_limit_s": silence_limit_s, "memory_limit_mb": memory_limit_mb}
+    """Run `script` under the harness and return its RunRecord (see the module docstring for the lifecycle).
+
+    Beyond the contract: `num_gpus` (GPUs requested per run on Ray), `notes` (into runs.yaml), `max_eta_s` (kill
+    the run as soon as a progress line's ETA exceeds it, §12: "if the ETA is unreasonable, kill immediately"),
+    `min_free_mb` (pre-flight: refuse to start with less free disk under the runs root).
+    """
+    limits = {"wall_limit_s": wall_limit_s, "silence_limit_s": silence_limit_s, "memory_limit_mb": memory_limit_mb,
+              "max_eta_s": max_eta_s}  # fmt: skip
     script = _validate(script, name, executor, ray_address, limits)
     resolved = resolve_config(config, seed=seed, smoke=smoke)
     runs_root = Path(runs_root).expanduser().resolve()
@@ -218,6 +226,9 @@ def run_script(
     if earlier is not None and earlier.status == "running":
         raise RegistryError(f"run {identity} is already running (pid {earlier.runner_pid} on {earlier.runner_host})")
 
+    free_mb = shutil.disk_usage(runs_root).free / 2**20
+    if free_mb < min_free_mb:
+        raise RunDirError(f"disk full: only {free_mb:.0f} MB free under {runs_root} (need {min_free_mb:.0f} MB)")
     run_dir = runs_root / name / identity
     record = RunRecord(
         identity=identity, name=name, status="running", run_dir=str(run_dir), config=resolved, config_hash=digest,
@@ -248,17 +259,15 @@ def run_script(
     spec = LaunchSpec(
         script=script, code_dir=code_dir, run_dir=run_dir, env=env, config=resolved, wall_limit_s=wall_limit_s,
         silence_limit_s=silence_limit_s, memory_limit_mb=memory_limit_mb, no_network=no_network,
-        on_line=on_line, redact=redact, on_start=started, exclude=[runs_root], identity=identity,
+        on_line=on_line, redact=redact, on_start=started, exclude=[runs_root], identity=identity, max_eta_s=max_eta_s,
     )  # fmt: skip
     t0 = time.monotonic()
+    options = {"num_gpus": num_gpus} if executor == "ray" else {}
     try:
-        result = (
-            make_executor(executor, ray_address, num_gpus=num_gpus).run(spec)
-            if executor == "ray"
-            else (make_executor("local").run(spec))
-        )
+        result = make_executor(executor, ray_address, **options).run(spec)
     except BaseException as exc:
-        _finish_failed(registry, record, t0, f"{type(exc).__name__}: {exc}", "killed")
+        reason = "killed" if isinstance(exc, KeyboardInterrupt | SystemExit) else "error"
+        _finish_failed(registry, record, t0, f"{type(exc).__name__}: {exc}", reason)
         raise
     return _complete(registry, record, result, t0, readme, runs_root, notes)
 
@@ -320,7 +329,7 @@ def _complete(registry, record, result, t0, readme, runs_root: Path, notes: str 
         raise RunDirError(f"cannot build the outputs of run {record.identity}: {exc}") from exc
     registry.put(record)
     try:
-        StabilityLog(runs_root.parent / "runs.yaml").upsert(record)
+        StabilityLog(runs_root.parent / "runs.yaml").upsert(record, notes=notes)
     except RegistryError as exc:
         print(f"[mlexp] warning: {exc}", file=sys.stderr)
     return record
@@ -328,3 +337,48 @@ def _complete(registry, record, result, t0, readme, runs_root: Path, notes: str 
 
 def show_run(runs_root: Path, identity_prefix: str) -> RunRecord:
     return Registry(Path(runs_root) / "registry.json").find(identity_prefix)
+
+
+def smoke_then_full(script: Path, config: dict, **kwargs: Any) -> tuple[RunRecord, RunRecord | None]:
+    """§9: the smoke config first; the full run only if the smoke run completed and its post-run check passed.
+
+    Returns (smoke, full); `full` is None when the smoke run failed or its check found problems (look at
+    smoke.check.problems and smoke.digest before scaling up). Takes run_script's keyword arguments.
+    """
+    kwargs.pop("smoke", None)
+    smoke = run_script(script, config, smoke=True, **kwargs)
+    if smoke.status != "completed" or (smoke.check is not None and not smoke.check.ok):
+        return smoke, None
+    return smoke, run_script(script, config, smoke=False, **kwargs)
+
+
+def run_series(
+    script: Path,
+    configs: Sequence[dict],
+    *,
+    metric: str,
+    direction: str = "max",
+    baseline: float | None = None,
+    noise: float = 0.0,
+    target: float | None = None,
+    **kwargs: Any,
+) -> tuple[list[RunRecord], Any]:
+    """§14–15: run configs (smallest first) one at a time to completion, stopping the series early by the rule
+    of `mlexp.early_stopping.series_should_stop`. Returns (records, last decision)."""
+    from mlexp.early_stopping import SeriesDecision, series_should_stop
+
+    records: list[RunRecord] = []
+    values: list[float] = []
+    decision = SeriesDecision(False, "continue", "no config run yet")
+    for config in configs:
+        record = run_script(script, config, **kwargs)
+        records.append(record)
+        if record.status != "completed" or metric not in record.metrics:
+            why = record.error.splitlines()[-1] if record.error else f"no metric {metric!r}"
+            decision = SeriesDecision(True, "investigate", f"config {len(records)} did not complete: {why}")
+            break
+        values.append(record.metrics[metric])
+        decision = series_should_stop(values, direction=direction, baseline=baseline, noise=noise, target=target)  # type: ignore[arg-type]
+        if decision.stop:
+            break
+    return records, decision

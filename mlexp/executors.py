@@ -46,6 +46,7 @@ class LaunchSpec:
     on_start: Callable[[int], None] | None = None
     exclude: list[Path] = field(default_factory=list)
     identity: str = "run"
+    max_eta_s: float | None = None
 
 
 class LocalExecutor:
@@ -67,6 +68,7 @@ class LocalExecutor:
             no_network=spec.no_network,
             redact=spec.redact,
             on_start=spec.on_start,
+            max_eta_s=spec.max_eta_s,
         )
 
 
@@ -148,6 +150,8 @@ class RayExecutor:
             args += ["--memory-limit-mb", str(spec.memory_limit_mb)]
         if spec.no_network:
             args.append("--no-network")
+        if spec.max_eta_s:
+            args += ["--max-eta", str(spec.max_eta_s)]
         excludes = [str(p.relative_to(spec.code_dir)) for p in spec.exclude if spec.code_dir in p.parents]
         runtime_env = {
             "working_dir": str(spec.code_dir),

@@ -207,8 +207,10 @@ class StabilityLog:
             raise RegistryError(f"stability log {self.path} must be a YAML list of runs")
         return data
 
-    def upsert(self, record: RunRecord, *, config_path: str | None = None) -> dict[str, Any]:
+    def upsert(self, record: RunRecord, *, config_path: str | None = None, notes: str | None = None) -> dict[str, Any]:
         status, note = stability_status(record)
+        if notes:
+            note = f"{notes} ({note})"
         entry = {
             "id": record.identity,
             "name": record.name,

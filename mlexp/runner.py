@@ -170,6 +170,7 @@ def run_process(
     redact: Callable[[str], str] | None = None,
     on_start: Callable[[int], None] | None = None,
     tail_lines: int = 20000,
+    max_eta_s: float | None = None,
 ) -> ProcessResult:
     """Start `cmd` in a new session (its own process group), tee its output, enforce the limits."""
     redact = redact or Redactor()
@@ -201,7 +202,7 @@ def run_process(
     if on_start:
         on_start(proc.pid)
     tail: deque[str] = deque(maxlen=tail_lines)
-    state = {"last_output": time.monotonic(), "step_seen": False}
+    state: dict = {"last_output": time.monotonic(), "step_seen": False}
     result = ProcessResult(exit_code=None, exit_reason="ok", duration_s=0.0, network=network)
 
     def reader() -> None:
@@ -217,6 +218,8 @@ def run_process(
             if match:
                 result.s_per_step = float(match.group(3))
                 result.eta_s = _parse_duration(match.group(4))
+                if max_eta_s is not None and result.eta_s > max_eta_s and not state.get("eta_kill"):
+                    state["eta_kill"] = f"ETA {match.group(4)} at step {match.group(1)} exceeds max_eta_s={max_eta_s:g}"
                 if not state["step_seen"]:
                     state["step_seen"] = True
                     result.gpu_memory = gpu_memory()
@@ -234,7 +237,10 @@ def run_process(
     try:
         while proc.poll() is None:
             now = time.monotonic()
-            if wall_limit_s is not None and now - start > wall_limit_s:
+            if state.get("eta_kill"):
+                killed_for = "wall_limit"
+                result.message = f"killed early: {state['eta_kill']} (fix the config rather than wait)"
+            elif wall_limit_s is not None and now - start > wall_limit_s:
                 killed_for = "wall_limit"
                 result.message = f"killed: ran past the wall-clock limit of {wall_limit_s:g}s"
             elif silence_limit_s is not None and now - state["last_output"] > silence_limit_s:

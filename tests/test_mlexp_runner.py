@@ -254,3 +254,49 @@ def test_bad_limits_are_config_errors(tmp_path: Path, limit: float) -> None:
     job = script(tmp_path, "print('x')\n")
     with pytest.raises(mlexp.ConfigError):
         mlexp.run_script(job, {}, runs_root=tmp_path / "runs", name="x", silence_limit_s=limit)
+
+
+METRIC_SCRIPT = """
+    import json, os, sys
+    cfg = json.load(open(os.environ["RUN_CONFIG"]))
+    if cfg.get("crash_on_smoke") and os.environ["SMOKE"] == "1":
+        raise SystemExit("smoke run found a bug")
+    print("=== FINAL METRICS ===")
+    print(f"accuracy: {cfg['acc']}")
+"""
+
+
+def test_smoke_then_full_stops_after_a_failed_smoke(tmp_path: Path) -> None:
+    job = script(tmp_path, METRIC_SCRIPT)
+    smoke, full = mlexp.smoke_then_full(job, {"acc": 0.5}, runs_root=tmp_path / "runs", name="sf")
+    assert smoke.smoke and smoke.status == "completed" and full is not None and not full.smoke
+    smoke, full = mlexp.smoke_then_full(job, {"acc": 0.5, "crash_on_smoke": True}, runs_root=tmp_path / "runs",
+                                        name="sf")  # fmt: skip
+    assert smoke.status == "failed" and full is None and "smoke run found a bug" in smoke.error
+
+
+def test_run_series_stops_on_diminishing_returns(tmp_path: Path) -> None:
+    job = script(tmp_path, METRIC_SCRIPT)
+    configs = [{"acc": 0.6}, {"acc": 0.7}, {"acc": 0.702}, {"acc": 0.9}]
+    records, decision = mlexp.run_series(job, configs, metric="accuracy", noise=0.01, runs_root=tmp_path / "runs",
+                                         name="series", notes="data budget series")  # fmt: skip
+    assert [r.metrics["accuracy"] for r in records] == [0.6, 0.7, 0.702]
+    assert decision.stop and decision.action == "diminishing_returns"
+    assert "data budget series" in (tmp_path / "runs.yaml").read_text()
+
+
+def test_unreasonable_eta_is_killed_at_once(tmp_path: Path) -> None:
+    job = script(
+        tmp_path,
+        """
+        import time
+        import mlexp.log
+        log = mlexp.log.RunLogger()
+        for step in range(1, 100001):
+            time.sleep(0.2)
+            log.step(step, 100000, loss=1.0)
+    """,
+    )
+    record = mlexp.run_script(job, {}, runs_root=tmp_path / "runs", name="eta", max_eta_s=60, silence_limit_s=30)
+    assert record.status == "failed" and record.exit_reason == "wall_limit"
+    assert "exceeds max_eta_s=60" in record.digest and record.duration_s < 20
