@@ -157,5 +157,15 @@ def write_report(state: State, config: RunnableConfig) -> Command[Literal["__end
             warnings=state.get("warnings", []),
             llm_usage=state.get("llm_usage") or None,
         )
+    from agent.report import append_experiment_log
+
+    append_experiment_log(  # key findings across iterations (helper E); keyed, so a resumed node logs once
+        replication_dir(state["id"]),
+        verdicts=_verdict_objects(state),
+        hypotheses=found,
+        runs=_records(state),
+        report=html,
+        key=f"{state['id']}:{len(state.get('full_runs', []))}:{state.get('spec_version', 0)}",
+    )
     say(f"Report: {html}")
     return Command(goto=END, update={"report": {"html": str(html), "md": str(md)}, "stage": "write_report"})

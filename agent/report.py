@@ -568,18 +568,26 @@ def append_experiment_log(
     ablations: Sequence[Mapping[str, Any]] = (),
     report: Path | None = None,
     iteration: int | None = None,
+    key: str | None = None,
 ) -> Path:
-    """Append one iteration's key findings to out_dir/EXPERIMENT_LOG.md (rewritten atomically; never truncated)."""
+    """Append one iteration's key findings to out_dir/EXPERIMENT_LOG.md (rewritten atomically; never truncated).
+
+    `key` makes the call idempotent: a section with the same key is not appended twice (a graph node that is
+    re-entered after a crash logs its iteration once)."""
     path = Path(out_dir) / "EXPERIMENT_LOG.md"
     old = (
         path.read_text(encoding="utf-8")
         if path.exists()
         else "# Experiment log\n\nKey findings, one section per iteration.\n"
     )
+    marker = f"<!-- entry: {key} -->" if key else ""
+    if marker and marker in old:
+        return path
     if iteration is None:
         iteration = len(re.findall(r"^## Iteration \d+", old, re.M)) + 1
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["", f"## Iteration {iteration} — {stamp}", "", f"**{summary_line(list(verdicts))}**", ""]
+    lines = ["", f"## Iteration {iteration} — {stamp}", *([marker] if marker else []), "",
+             f"**{summary_line(list(verdicts))}**", ""]  # fmt: skip
     for v in worst_first(verdicts):
         lines.append(f"- {v.claim_id} ({v.metric}): {v.verdict}; reported {_reported(v)}, measured {_measured(v)}, "
                      f"gap {_gap(v)}" + (f", p={v.p_value:.3g}" if v.p_value is not None else ""))  # fmt: skip

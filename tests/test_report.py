@@ -121,6 +121,11 @@ def test_experiment_log_keeps_every_iteration(material, tmp_path: Path):
     assert "- A (accuracy): diverged" in text1 and "First look." in text1
     assert "[high, backed] Backed" in text1
     assert '`{"steps": 16}`' in text2 and "1 of 1 claim replicated" in text2
+    # With a key, re-entering the same iteration (a resumed graph node) appends nothing.
+    append_experiment_log(out, verdicts=material["verdicts"], key="rid-report-1")
+    once = second.read_text()
+    append_experiment_log(out, verdicts=material["verdicts"], key="rid-report-1")
+    assert second.read_text() == once and once.count("## Iteration 3") == 1 and "## Iteration 4" not in once
 
 
 def chromium() -> str | None:
