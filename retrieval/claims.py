@@ -112,6 +112,7 @@ class Vocabulary:
 
 def find_metric(text: str) -> tuple[str, bool] | None:
     """(metric as printed, lowercased, with its qualifier; higher_is_better) for the first metric word in text."""
+    text = text.replace(" / ", " ")  # a header stacked over two lines: "Test / accuracy"
     arrow = "↑" in text or "(higher is better)" in text.lower()
     down = "↓" in text or "(lower is better)" in text.lower()
     for pattern, hib in METRICS:
@@ -125,6 +126,8 @@ def find_metric(text: str) -> tuple[str, bool] | None:
             )
             name = (before.group(0) if before else "") + match.group(0)
             name = re.sub(r"\baccuracies\b", "accuracy", collapse(name).lower())
+            if re.fullmatch(r"top-?[15]", name):
+                name += " accuracy"
             return name, (True if arrow else False if down else hib)
     return None
 

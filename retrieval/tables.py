@@ -252,6 +252,21 @@ def _numeric_header(rows: list[Row], index: int, gap: float) -> bool:
     return len(decimals) >= 1 and sum(1 for n in below_numbers if n is not None) >= len(numbers) - len(texts)
 
 
+_CONTINUES = re.compile(r"([-+,/&]|\b(with|and|or|of|for|on|in|the|a|w/|w/o|without|via|using|from|to))$", re.I)
+
+
+def _wrapped_label(cells: list[str], above: list[str], numeric_cols: list[int]) -> bool:
+    """A text-only row that continues the label of the row above: it starts in lower case or the label above ends
+    mid-phrase ("with", "+", ","). A capitalised text-only row is a group heading, not a continuation."""
+    if any(cells[i] for i in numeric_cols) or not any(cells):
+        return False
+    if any(parse_number(c) for c in cells if c):
+        return False
+    first = next(c for c in cells if c)
+    label_above = " ".join(c for i, c in enumerate(above) if c and i not in numeric_cols)
+    return bool(label_above) and (first[:1].islower() or first[:1] == "(" or bool(_CONTINUES.search(label_above)))
+
+
 def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> ExtractedTable | None:
     """Turn the rows of one table area into header + cells. None when the area does not look like a table."""
     rows = [row for row in rows if row.words]
@@ -308,6 +323,14 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
     table_rows: list[TableRow] = []
     for row, cells in zip(body_rows, body_cells, strict=True):
         filled = [c for c in cells if c]
+        previous = table_rows[-1] if table_rows else None
+        if previous is not None and _wrapped_label(cells, previous.cells, numeric_cols):
+            # The second line of a wrapped row label ("ResNet-50 with" / "skip connections"): one row, one label.
+            for i, cell in enumerate(cells):
+                if cell:
+                    previous.cells[i] = f"{previous.cells[i]} {cell}".strip()
+            previous.line = f"{previous.line} {collapse(row.text)}"
+            continue
         kind = "section" if len(filled) == 1 and len(row.segments) == 1 and parse_number(filled[0]) is None else "body"
         table_rows.append(TableRow(cells, page.number, collapse(row.text), kind))
     return ExtractedTable(

@@ -463,3 +463,14 @@ def test_settings_table_gives_no_claims():
         n_cols=2,
     )
     assert table_claims(table, Vocabulary("")) == []
+
+
+def test_wrapped_row_label_is_one_row(tmp_path):
+    paper = parse_pdf(pdfgen.fewshot_paper(tmp_path / "fewshot.pdf"))
+    table = _table(paper, "Table 3")
+    assert table.rows == [["ResNet-50 with skip connections", "76.1"], ["ViT-B/16", "81.8"]]
+    claims = [c for c in paper.claims if c.table == "Table 3"]
+    assert [(c.id, c.method, c.value, c.metric, c.dataset) for c in claims] == [
+        ("T3-r1-c2", "ResNet-50 with skip connections", 76.1, "top-1 accuracy", "ImageNet"),
+        ("T3-r2-c2", "ViT-B/16", 81.8, "top-1 accuracy", "ImageNet"),
+    ]
