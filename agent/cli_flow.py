@@ -16,16 +16,19 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
+from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.table import Table
 
 from agent.cli import app
 from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
-from agent.state import new_id
+from agent.state import new_id, replication_dir
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -107,9 +110,33 @@ def _load(rid: str) -> tuple[Any, dict[str, Any]]:
         return graph, _describe(rid, flow.snapshot_of(graph, rid))
 
 
-def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool) -> None:
-    """Run the graph, then print where it stands; explain what to set when no LLM is configured."""
-    with flow.open_graph() as graph:
+@contextmanager
+def _exclusive(rid: str) -> Iterator[None]:
+    """One process advances a replication at a time (an OS lock: a killed holder releases it)."""
+    folder = replication_dir(rid)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".advance.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout as exc:
+        raise AgentError(f"{rid} is being advanced by another replicate process; wait for it to pause") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool, expect: str | None = None) -> None:
+    """Run the graph, then print where it stands; explain what to set when no LLM is configured.
+
+    `expect` is the review an answer was made for: checked again under the lock, so an answer never reaches a
+    later review that another process moved the replication to in the meantime.
+    """
+    with _exclusive(rid), flow.open_graph() as graph:
+        if expect is not None:
+            waiting = flow.waiting_for(flow.snapshot_of(graph, rid))
+            if not waiting or waiting["review"] != expect:
+                raise ReviewError(f"{rid} no longer waits for the {expect} review; see `replicate status {rid}`")
         try:
             flow.invoke(graph, rid, payload, llm=llm, auto_approve=auto_approve)
         except LLMNotConfiguredError as exc:
@@ -237,7 +264,7 @@ def approve(
         answer = {"action": "retry", "feedback": feedback or ""}
     else:
         answer = {"action": "approve"}
-    _advance(rid, flow.Command(resume=answer), llm=llm, auto_approve=auto_approve)
+    _advance(rid, flow.Command(resume=answer), llm=llm, auto_approve=auto_approve, expect=review)
 
 
 @app.command("reject")
@@ -256,7 +283,7 @@ def reject(
         answer = {"action": "reject", "feedback": feedback}
     else:
         answer = {"action": "stop", "feedback": feedback}
-    _advance(rid, flow.Command(resume=answer), llm=llm, auto_approve=auto_approve)
+    _advance(rid, flow.Command(resume=answer), llm=llm, auto_approve=auto_approve, expect=review)
 
 
 @app.command("resume")
@@ -278,7 +305,7 @@ def resume(
         return
     else:
         payload = None
-    _advance(rid, payload, llm=llm, auto_approve=auto_approve)
+    _advance(rid, payload, llm=llm, auto_approve=auto_approve, expect=(info["waiting"] or {}).get("review"))
 
 
 # --------------------------------------------------------------------------- llm serve

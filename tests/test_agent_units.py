@@ -252,3 +252,21 @@ def test_code_dir_is_a_git_repo_and_fixes_are_commits(tmp_path: Path) -> None:
     second = tools.commit_all(code, "fix 1")
     assert second != first and "+print(2)" in tools.diff_since_first(code)
     assert "--- pkg/util.py" in tools.read_code(code)
+
+
+def test_one_process_advances_a_replication_at_a_time() -> None:
+    import subprocess as sp
+
+    from agent.cli_flow import _exclusive
+    from agent.state import replication_dir
+
+    with _exclusive("r-1"):
+        code = (
+            "from agent.cli_flow import _exclusive\n"
+            "try:\n    _exclusive('r-1').__enter__()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+        )
+        result = sp.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True)
+        assert "AgentError r-1 is being advanced by another replicate process" in result.stdout
+    with _exclusive("r-1"):  # released, and released again by a process that dies holding it
+        pass
+    assert (replication_dir("r-1") / ".advance.lock").exists()
