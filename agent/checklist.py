@@ -100,7 +100,9 @@ _SPLIT_ROLES = {"train": "split:train", "test": "split:test", "val": "split:val"
 _IMPORTANT = TRAINING_LENGTH | {"batch_size", "learning_rate", "optimizer", "preprocessing", "split"}
 _IMPORTANT |= set(_SPLIT_ROLES.values())
 # "train=60,000; test=10,000" in a paper's split item, not "6,000 per class" (a different quantity).
-_SPLIT_COUNT_RE = re.compile(r"\b(train|test|val|validation|dev)\w*\s*[=:]\s*([\d,]+)(?![\d,])(?!\s*(?:per|each|/))", re.I)
+_SPLIT_COUNT_RE = re.compile(
+    r"\b(train|test|val|validation|dev)\w*\s*[=:]\s*([\d,]+)(?![\d,])(?!\s*(?:per|each|/))", re.I
+)
 _IGNORED_RUN_KEYS = {"seed", "smoke", "data_dir", "data_path", "out_dir", "output_dir", "device", "threads"}
 
 _PARAM_RE = re.compile(r"(?<![\w.])([A-Za-z_][\w]*)\s*=\s*(\[[^\]]*\]|\([^)]*\)|[^\s,;]+)")
@@ -239,10 +241,21 @@ def _completed(runs: Iterable[Any]) -> list[Any]:
     return [r for r in runs if _get(r, "status") == "completed" and not _get(r, "smoke", False)]
 
 
-def _runs_for(runs: Any, claim_id: str) -> list[Any]:
+def _runs_for(runs: Any, claim_id: str, spec: Any = None) -> list[Any]:
+    """The runs that measured a claim: from a claim_id -> runs mapping, or picked out of a flat list by the
+    target's own config overrides when the spec has several target groups (one Table 3 row = one config)."""
     if isinstance(runs, Mapping):
         return list(runs.get(claim_id, []))
-    return list(runs or [])
+    runs = list(runs or [])
+    targets = _get(spec, "targets", None) or []
+    own = next((t for t in targets if t.claim_id == claim_id), None)
+    overrides = dict(_get(own, "config", None) or {}) if own is not None else {}
+    if overrides and len({json.dumps(dict(_get(t, "config", None) or {}), sort_keys=True) for t in targets}) > 1:
+        mine = [
+            r for r in runs if all(same_value((_get(r, "config", {}) or {}).get(k), v) for k, v in overrides.items())
+        ]
+        return mine or runs
+    return runs
 
 
 def _run_config(run: Any) -> dict[str, Any]:
@@ -319,7 +332,7 @@ def setup_mismatches(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) 
     targets = {t.claim_id: t for t in (_get(spec, "targets", None) or [])}
     found: dict[str, dict[str, Any]] = {}
     for verdict in verdicts:
-        completed = _completed(_runs_for(runs, verdict.claim_id))
+        completed = _completed(_runs_for(runs, verdict.claim_id, spec))
         if not completed:
             continue
         actual = _run_config(completed[0])

@@ -250,3 +250,26 @@ def test_llm_failure_keeps_the_checklist(tmp_path: Path):
     with pytest.raises(LLMOutputError):
         propose_hypotheses(model, None, None, verdicts, runs, None, log_dir=tmp_path / "logs", strict=True)
     assert math.isfinite(verdicts[0].gap)
+
+
+def test_flat_run_list_is_split_by_target_config(tmp_path: Path):
+    """Two Table rows (C=1, C=10) run as two configs and handed over as one flat list: each claim is checked
+    against its own runs, so neither row's C is reported as a mismatch."""
+    from agent.spec import Budget, Data, Method, Spec, Target
+
+    c1, c10 = claim("T-r1", 0.841, "LogisticRegression / C=1"), claim("T-r2", 0.839, "LogisticRegression / C=10")
+    spec = Spec(
+        paper_slug="p", objective="o",
+        targets=[Target(claim_id=c.id, metric="accuracy", direction="max", tolerance=0.01, seeds=1, reported=c.value,
+                        config={"C": cval}) for c, cval in ((c1, 1.0), (c10, 10.0))],
+        data=Data(name="d", source="s", split="official", split_unit="image"), method=Method(name="m", description="d"),
+        config={"steps": 4}, budget=Budget(eta_minutes=1, wall_limit_minutes=2),
+    )  # fmt: skip
+    runs = [
+        run(tmp_path, "c1", 0, 0.84, {"steps": 4, "C": 1.0}),
+        run(tmp_path, "c10", 0, 0.838, {"steps": 4, "C": 10.0}),
+    ]
+    verdicts = compare(spec.targets, {t.claim_id: [r] for t, r in zip(spec.targets, runs, strict=True)})
+    assert [v.verdict for v in verdicts] == ["replicated", "replicated"]
+    hyps = by_id(run_checklist(paper_with(claims=[c1, c10]), spec, verdicts, runs))
+    assert "setup-C" not in hyps, hyps.get("setup-C")
