@@ -29,6 +29,7 @@ from rich.table import Table
 from agent.cli import app
 from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
 from agent.state import new_id, replication_dir
+from retrieval.errors import RetrievalError
 
 out = Console(highlight=False, soft_wrap=True)
 
@@ -165,7 +166,14 @@ def start(
         raise AgentError(f"no such file: {paper}")
     rid = new_id(paper)
     out.print(f"Replication [bold]{rid}[/bold]")
-    _advance(rid, {"id": rid, "pdf": str(paper.resolve())}, llm=llm, auto_approve=auto_approve)
+    try:
+        _advance(rid, {"id": rid, "pdf": str(paper.resolve())}, llm=llm, auto_approve=auto_approve)
+    except RetrievalError:
+        # The PDF could not be read: nothing was done, so leave no half-started replication behind.
+        with flow.open_graph() as graph:
+            graph.checkpointer.delete_thread(rid)
+        shutil.rmtree(replication_dir(rid), ignore_errors=True)
+        raise
 
 
 @app.command("status")

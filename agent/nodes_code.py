@@ -225,14 +225,14 @@ def run_smoke(state: State, config: RunnableConfig) -> Command[Literal["review_r
     return Command(goto="ask_researcher", update={**update, "failures": failures, "question": question})
 
 
-def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke", "ask_researcher"]]:
+def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke", "fix_code", "ask_researcher"]]:
     spec = spec_of(state)
     cdir = code_dir(state["id"])
     attempt = state.get("fix_attempts", 0) + 1
     smoke = state.get("smoke") or {}
     problem = "\n".join(smoke.get("problems") or ["(unknown)"])
     if state.get("feedback"):
-        problem += f"\nResearcher's hint: {state['feedback']}"
+        problem += f"\nNote: {state['feedback']}"
     variables = {
         "stage": "smoke",
         "spec": spec.model_dump_json(indent=1),
@@ -268,7 +268,8 @@ def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke
         failures = add_failure(state, "fix_code", "confinement", str(exc))
         say(f"[red]refused:[/red] {exc}")
         if attempt < MAX_FIX_ATTEMPTS:
-            return Command(goto="run_smoke", update={**base, "failures": failures})  # unchanged code fails again
+            feedback = f"Your previous fix was refused, nothing was written: {exc}. Use relative paths only."
+            return Command(goto="fix_code", update={**base, "failures": failures, "feedback": feedback})
         question = ask("the LLM writes outside its code dir", str(exc), "fix_code")
         return Command(goto="ask_researcher", update={**base, "failures": failures, "question": question})
     say(f"Fix {attempt} committed ({str(commit)[:8]}): {change.notes[:100]}")

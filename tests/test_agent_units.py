@@ -270,3 +270,15 @@ def test_one_process_advances_a_replication_at_a_time() -> None:
     with _exclusive("r-1"):  # released, and released again by a process that dies holding it
         pass
     assert (replication_dir("r-1") / ".advance.lock").exists()
+
+
+def test_a_bad_pdf_is_one_line_and_leaves_no_replication(tmp_path: Path) -> None:
+    fake = tmp_path / "paper.pdf"
+    fake.write_text("this is not a PDF\n", encoding="utf-8")
+    replicate = Path(sys.executable).parent / "replicate"
+    result = subprocess.run([str(replicate), str(fake)], capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("replicate: error:")]
+    assert len(errors) == 1 and "not a PDF" in errors[0]
+    listing = subprocess.run([str(replicate), "status"], capture_output=True, text=True, env=os.environ, check=True)
+    assert "No replications yet" in listing.stdout
