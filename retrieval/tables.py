@@ -415,10 +415,19 @@ def _is_paragraph(row: Row, width: float, gap: float) -> bool:
     """A line of running text: wide, many words, and no gap wider than a stretched sentence space."""
     if len(row.words) < 6:
         return False
+
+    def wordy(words: list[Word]) -> int:
+        return sum(1 for w in words if re.fullmatch(r"[A-Za-z][a-z'’-]*[,.;:]?", w.text))
+
     if any(b.x0 - a.x1 > 2 * gap for a, b in zip(row.words, row.words[1:], strict=False)):
-        return False
-    wordy = sum(1 for w in row.words if re.fullmatch(r"[A-Za-z][a-z'’-]*[,.;:]?", w.text))
-    return wordy >= 0.6 * len(row.words) or row.words[-1].x1 - row.words[0].x0 >= 0.6 * width
+        # Several cells: prose only if each side is a long run of plain words (the two text columns of a page
+        # beside a full-width table), not a table row with a description cell.
+        segments = row.segments or [Segment(row.words[0].x0, row.words[-1].x1, row.words)]
+        return len(segments) == 2 and all(
+            len(seg.words) >= 8 and wordy(seg.words) >= 0.75 * len(seg.words) and seg.x1 - seg.x0 >= 0.35 * width
+            for seg in segments
+        )
+    return wordy(row.words) >= 0.6 * len(row.words) or row.words[-1].x1 - row.words[0].x0 >= 0.6 * width
 
 
 def _walk(

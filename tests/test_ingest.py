@@ -474,3 +474,15 @@ def test_wrapped_row_label_is_one_row(tmp_path):
         ("T3-r1-c2", "ResNet-50 with skip connections", 76.1, "top-1 accuracy", "ImageNet"),
         ("T3-r2-c2", "ViT-B/16", 81.8, "top-1 accuracy", "ImageNet"),
     ]
+
+
+def test_full_width_table_above_two_columns_of_prose(tmp_path):
+    paper = parse_pdf(pdfgen.wide_table_paper(tmp_path / "wide.pdf"))
+    assert [t.label for t in paper.tables] == ["Table 1"]
+    table = paper.tables[0]
+    assert table.header == ["Method", "CIFAR-10", "CIFAR-100", "SVHN"] and table.rows == pdfgen.WIDE_ROWS
+    assert [(c.method, c.dataset, c.value) for c in paper.claims] == [
+        (row[0], dataset, float(value))
+        for row in pdfgen.WIDE_ROWS
+        for dataset, value in zip(("CIFAR-10", "CIFAR-100", "SVHN"), row[1:], strict=True)
+    ]
