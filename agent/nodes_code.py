@@ -9,6 +9,7 @@ a crash, mlexp's identity skip makes a repeated request for a finished run free.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,10 +64,34 @@ def _apply(state: State, change: CodeChange, message: str) -> str | None:
     return tools.commit_all(cdir, message) or tools.head(cdir)
 
 
-def _needs_entry(cdir: Path):
+# Generators of made-up data. Seeing one in experiment code is the failure the seed notes describe (an LLM quietly
+# "replicating" on synthetic data), so the change is refused and the LLM is told why.
+SYNTHETIC = re.compile(
+    r"\b(make_(?:classification|regression|blobs|moons|circles|friedman[123]?|gaussian_quantiles|hastie_10_2|"
+    r"multilabel_classification|s_curve|swiss_roll|sparse_uncorrelated|low_rank_matrix)|FakeData)\b"
+)
+
+
+def synthetic_data_signals(files: list[FileEdit]) -> list[str]:
+    hits = []
+    for edit in files:
+        for number, line in enumerate(edit.content.splitlines(), 1):
+            match = SYNTHETIC.search(line.split("#", 1)[0])
+            if match:
+                hits.append(f"{edit.path}:{number} uses {match.group(1)}")
+    return hits
+
+
+def _check_change(cdir: Path):
     def check(change: CodeChange) -> None:
         if change.data_available and not (cdir / ENTRY).exists() and ENTRY not in {f.path for f in change.files}:
             raise ValueError(f"the reply must write the entry point {ENTRY} (the harness runs `python {ENTRY}`)")
+        signals = synthetic_data_signals(change.files)
+        if signals:
+            raise ValueError(
+                "the code generates synthetic data (" + "; ".join(signals) + "): use the real dataset the spec "
+                "names; if it cannot be obtained, set data_available to false and ask"
+            )
 
     return check
 
@@ -105,7 +130,7 @@ def implement_code(
                 CodeChange,
                 log_dir=log_dir(state),
                 retries=MAX_LLM_RETRIES,
-                check=_needs_entry(cdir),
+                check=_check_change(cdir),
                 metadata={"replication": state["id"]},
             )
     except LLMOutputError as exc:
@@ -254,6 +279,7 @@ def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke
                 CodeChange,
                 log_dir=log_dir(state),
                 retries=MAX_LLM_RETRIES,
+                check=_check_change(cdir),
                 metadata={"replication": state["id"], "fix_attempt": attempt},
             )
     except LLMOutputError as exc:

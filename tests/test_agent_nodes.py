@@ -115,3 +115,25 @@ def test_llm_serve_without_vllm_or_gpu_is_a_clear_error() -> None:
     result = CliRunner().invoke(app, ["llm", "serve", "Qwen/Qwen2.5-7B-Instruct"])
     assert isinstance(result.exception, AgentError)
     assert "vllm is not installed" in str(result.exception) or "no NVIDIA GPU" in str(result.exception)
+
+
+def test_code_that_makes_up_data_is_refused_and_retried(tmp_path: Path) -> None:
+    import json
+
+    from agent.nodes_code import implement_code
+    from agent.state import code_dir, llm_log_dir
+
+    synthetic = "from sklearn.datasets import make_classification\nX, y = make_classification(1000)\n"
+    real = "# never make_classification here\nimport gzip\nprint(gzip.open)\n"
+    replies = [
+        {"files": [{"path": "train.py", "content": synthetic}], "notes": "data download failed, using synthetic"},
+        {"files": [{"path": "train.py", "content": real}], "notes": "reads the IDX files"},
+    ]
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps({"implement_code": replies}), encoding="utf-8")
+    state = {"id": "t-synth", "spec_json": str(_spec_file(tmp_path)), "failures": []}
+    command = implement_code(state, {"configurable": {"llm": f"scripted:{script}"}})
+    assert command.goto == "run_smoke"
+    assert (code_dir("t-synth") / "train.py").read_text() == real
+    first = sorted(llm_log_dir("t-synth").glob("*.txt"))[0].read_text()
+    assert "valid: no" in first and "generates synthetic data (train.py:1 uses make_classification; train.py:2" in first
