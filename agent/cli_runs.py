@@ -1,6 +1,7 @@
 """CLI commands: `replicate runs list | show ID | tail ID | compare ID ID | run SCRIPT`. Thin layer over mlexp.
 
-The runs root is `agent.config.runs_dir()` (the project's runs/), unless `--root` says otherwise.
+The runs root is `agent.config.runs_dir()` (the project's runs/), unless `--root` says otherwise. Listing and lookup
+cover every registry.json up to three levels below it (a replication's runs/<ID>/experiments/ included).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def list_cmd(root: Path | None = ROOT_OPTION, name: str | None = typer.Option(No
     """One line per run: identity, name, kind, status/exit reason, duration, main metrics."""
     from mlexp import list_runs
 
-    records = [r for r in list_runs(_root(root)) if name is None or r.name == name]
+    records = [r for r in list_runs(_root(root), nested=True) if name is None or r.name == name]
     if not records:
         typer.echo(f"no runs under {_root(root)}")
         return

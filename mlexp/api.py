@@ -336,7 +336,10 @@ def _complete(registry, record, result, t0, readme, runs_root: Path, notes: str 
 
 
 def show_run(runs_root: Path, identity_prefix: str) -> RunRecord:
-    return Registry(Path(runs_root) / "registry.json").find(identity_prefix)
+    """The run whose identity starts with `identity_prefix`, in runs_root's registry or one nested below it."""
+    from mlexp.registry import find_run
+
+    return find_run(runs_root, identity_prefix)
 
 
 def smoke_then_full(script: Path, config: dict, **kwargs: Any) -> tuple[RunRecord, RunRecord | None]:

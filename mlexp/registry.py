@@ -173,9 +173,37 @@ class Registry:
         return matches[0]
 
 
-def list_runs(runs_root: str | Path) -> list[RunRecord]:
-    """Every run recorded under a runs root (empty when nothing has run there yet)."""
-    return Registry(Path(runs_root) / "registry.json").all()
+def list_runs(runs_root: str | Path, *, nested: bool = False) -> list[RunRecord]:
+    """Every run recorded under a runs root (empty when nothing has run there yet).
+
+    With `nested=True` also the registries of runs roots up to three levels below (e.g. a project's
+    runs/<replication>/experiments/registry.json), so one listing covers a whole project.
+    """
+    paths = discover_registries(runs_root) if nested else [Path(runs_root) / "registry.json"]
+    records = [record for path in paths for record in Registry(path).all()]
+    return sorted(records, key=lambda r: (r.started_at or "", r.identity))
+
+
+def discover_registries(root: str | Path, depth: int = 3) -> list[Path]:
+    """registry.json files at `root` and up to `depth` folder levels below it (run dirs are not searched)."""
+    root = Path(root)
+    found = []
+    for level in range(depth + 1):
+        found += sorted(root.glob("/".join(["*"] * level + ["registry.json"])))
+    return found
+
+
+def find_run(root: str | Path, prefix: str) -> RunRecord:
+    """The one run, in any registry under `root`, whose identity starts with `prefix`."""
+    matches = []
+    for path in discover_registries(root):
+        matches += [r for r in Registry(path).all() if r.identity.startswith(prefix) or Path(r.run_dir).name == prefix]
+    if not matches:
+        raise RegistryError(f"no run matches {prefix!r} under {root}")
+    if len(matches) > 1:
+        names = ", ".join(r.identity for r in matches[:5])
+        raise RegistryError(f"{prefix!r} matches {len(matches)} runs ({names}); give more characters")
+    return matches[0]
 
 
 # -- runs.yaml stability log -------------------------------------------------------------------------------------

@@ -216,12 +216,12 @@ def run_process(
             emit(line)
             match = STEP_LINE.search(line)
             if match:
-                result.s_per_step = float(match.group(3))
-                result.eta_s = _parse_duration(match.group(4))
-                if max_eta_s is not None and result.eta_s > max_eta_s and not state.get("eta_kill"):
+                eta = _parse_duration(match.group(4))
+                if max_eta_s is not None and eta > max_eta_s and not state.get("eta_kill"):
                     state["eta_kill"] = f"ETA {match.group(4)} at step {match.group(1)} exceeds max_eta_s={max_eta_s:g}"
-                if not state["step_seen"]:
+                if not state["step_seen"]:  # the record keeps the first step's timing: the §12 pre-flight figure
                     state["step_seen"] = True
+                    result.s_per_step, result.eta_s = float(match.group(3)), eta
                     result.gpu_memory = gpu_memory()
                     note = f"[mlexp] first step seen: {result.s_per_step:.3g} s/step, ETA {match.group(4)}"
                     if result.gpu_memory:

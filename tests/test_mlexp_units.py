@@ -218,3 +218,14 @@ def test_registry_find_by_prefix(tmp_path: Path) -> None:
         registry.find("aaaa")
     with pytest.raises(mlexp.RegistryError, match="no run"):
         registry.find("zzz")
+
+
+def test_nested_registries_are_listed_and_found(tmp_path: Path) -> None:
+    from mlexp.registry import find_run, list_runs
+
+    for sub, ident in (("", "top11111_x"), ("rep-1/experiments", "deep2222_x")):
+        registry = Registry(tmp_path / sub / "registry.json")
+        registry.put(mlexp.RunRecord(identity=ident, name="n", status="completed", run_dir=str(tmp_path / ident)))
+    assert [r.identity for r in list_runs(tmp_path)] == ["top11111_x"]
+    assert {r.identity for r in list_runs(tmp_path, nested=True)} == {"top11111_x", "deep2222_x"}
+    assert find_run(tmp_path, "deep").identity == "deep2222_x"
