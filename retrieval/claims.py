@@ -322,11 +322,16 @@ def text_claims(sentences: list[Sentence], vocab: Vocabulary, methods: Iterable[
                 continue
             pct = bool(match.group("pct"))
             is_decimal = "." in raw
-            if not (pct or is_decimal):
+            # "a perplexity of 57", "FID is 112.3": a metric word right before the number, only words between.
+            tight = any(
+                0 <= match.start() - h[1] <= 25 and not re.search(r"[\d%(),;]", text[h[1] : match.start()])
+                for h in metric_hits
+            )
+            if not (pct or is_decimal or tight):
                 continue  # integers in prose are counts, years, sizes, section numbers
             if REFERENCE_BEFORE.search(before) or SETTING_BEFORE.search(before) or COUNT_AFTER.match(after):
                 continue
-            if pct and value > 100 or (not pct and value > 100):
+            if value > 100 and not (tight and not pct):
                 continue
             # The metric word must be close: within ~60 characters either side of the number.
             near = [h for h in metric_hits if h[1] >= match.start() - 60 and h[0] <= match.end() + 60]

@@ -376,6 +376,7 @@ def test_text_claim_rules_on_varied_sentences():
             "The training set has 50,000 images and accuracy is computed on 10,000.",
             "Section 4.2 reports accuracy in detail, see Table 3.1 for the 2019 results.",
             "Accuracy drops to 71.25% when the gate is removed (Lee et al., 2020).",
+            "The large model reaches a validation perplexity of 118 after 12 epochs.",
         ),
         vocab,
     )
@@ -385,6 +386,7 @@ def test_text_claim_rules_on_varied_sentences():
         ("p1-s2-n1", 57.3, "57.3", "test perplexity", "Penn Treebank", False, None, False),
         ("p1-s2-n2", 0.912, "0.912 ± 0.004", "f1", "Penn Treebank", True, 0.004, False),
         ("p1-s6-n1", 71.25, "71.25%", "accuracy", None, True, None, True),
+        ("p1-s7-n1", 118.0, "118", "validation perplexity", None, False, None, False),
     ]
 
 
