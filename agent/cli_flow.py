@@ -84,11 +84,15 @@ def _print_outcome(rid: str, info: dict[str, Any]) -> None:
         out.print(f"  next: replicate approve {rid} [--edit] | replicate reject {rid} --feedback '...'")
     elif waiting and waiting["review"] == "run":
         out.print(f"  smoke metrics: {waiting.get('smoke_metrics')}  ({waiting.get('smoke_run_dir')})")
+        pace = f", {waiting.get('smoke_s_per_step'):.3g} s/step" if waiting.get("smoke_s_per_step") else ""
+        out.print(f"  smoke took {waiting.get('smoke_duration_s')} s{pace}")
         check = waiting.get("check") or {}
         out.print(f"  post-run check: {'ok' if check.get('ok') else 'problems'} {check.get('problems') or ''}")
         out.print(
-            f"  full run: {waiting['full_runs']} runs ({waiting['seeds']} seeds), ETA {waiting['eta_minutes']} min, "
-            f"limit {waiting['wall_limit_minutes']} min/run, cost ${waiting['cost_usd']}, device {waiting['device']}"
+            f"  full run: {waiting.get('full_runs')} runs ({waiting.get('seeds')} seeds), "
+            f"ETA {waiting.get('eta_minutes')} min, "
+            f"limit {waiting.get('wall_limit_minutes')} min/run (worst case {waiting.get('worst_case_minutes')} min), "
+            f"cost ${waiting.get('cost_usd')}, device {waiting.get('device')}"
         )
         out.print(f"  next: replicate approve {rid} [--budget seeds=N] | replicate reject {rid} (stop)")
     elif waiting and waiting["review"] == "hypotheses":

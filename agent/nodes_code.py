@@ -189,6 +189,7 @@ def _summary(record: Any, **extra: Any) -> dict[str, Any]:
         "duration_s": record.duration_s,
         "digest": (record.digest or "")[-4000:],
         "error": record.error,
+        "s_per_step": getattr(record, "s_per_step", None),
         **extra,
     }
 
@@ -326,8 +327,10 @@ def review_payload(state: State) -> dict[str, Any]:
         "check": state.get("smoke_check"),
         "full_runs": len(full_jobs(spec)),
         "seeds": spec.seeds,
+        "smoke_s_per_step": smoke.get("s_per_step"),
         "eta_minutes": spec.budget.eta_minutes,
         "wall_limit_minutes": spec.budget.wall_limit_minutes,
+        "worst_case_minutes": spec.budget.wall_limit_minutes * len(full_jobs(spec)),
         "cost_usd": spec.budget.cost_usd,
         "device": spec.budget.device,
     }
