@@ -426,7 +426,7 @@ def render_markdown(ctx: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"**{ctx['summary']}**", ""]
-    lines += [f"> WARNING: {w}" for w in ctx["warnings"]]
+    lines += [f"> WARNING: {w}\n" for w in ctx["warnings"]]
     lines += [
         "## Claims, worst first",
         "",
