@@ -92,20 +92,25 @@ def load_chat_model(spec: str | None = None) -> BaseChatModel:
         return ScriptedChatModel(script_path=str(Path(rest).resolve()))
     from langchain_openai import ChatOpenAI
 
+    def sampling(model: str) -> dict[str, Any]:
+        # Reasoning models reject a temperature; for the others 0 makes drafts repeatable.
+        return {} if model.split("/")[-1].startswith(("o1", "o3", "o4", "gpt-5")) else {"temperature": 0}
+
     if kind == "openai":
         if not os.environ.get("OPENAI_API_KEY"):
             raise LLMNotConfiguredError(f"--llm {spec} needs OPENAI_API_KEY set (and OPENAI_BASE_URL for a proxy)")
-        return ChatOpenAI(model=rest, temperature=0, base_url=os.environ.get("OPENAI_BASE_URL") or None)
+        return ChatOpenAI(model=rest, base_url=os.environ.get("OPENAI_BASE_URL") or None, **sampling(rest))
     if kind == "openrouter":
         key = os.environ.get("OPENROUTER_API_KEY")
         if not key:
             raise LLMNotConfiguredError(f"--llm {spec} needs OPENROUTER_API_KEY set")
-        return ChatOpenAI(model=rest, temperature=0, base_url="https://openrouter.ai/api/v1", api_key=key)
+        return ChatOpenAI(model=rest, base_url="https://openrouter.ai/api/v1", api_key=key, **sampling(rest))
     if kind == "vllm":
         model, at, url = rest.rpartition("@")
         if not at or not url.startswith("http"):
             raise LLMNotConfiguredError(f"--llm {spec}: use vllm:MODEL@http://HOST:PORT/v1")
-        return ChatOpenAI(model=model, temperature=0, base_url=url, api_key=os.environ.get("VLLM_API_KEY", "EMPTY"))
+        key = os.environ.get("VLLM_API_KEY", "EMPTY")
+        return ChatOpenAI(model=model, base_url=url, api_key=key, **sampling(model))
     raise LLMNotConfiguredError(f"unknown LLM kind {kind!r} in {spec!r}; use openai:, openrouter:, vllm: or scripted:")
 
 
@@ -116,7 +121,7 @@ def model_name(model: BaseChatModel) -> str:
 def cost_usd(name: str, input_tokens: int, output_tokens: int) -> float | None:
     if name == "scripted":
         return 0.0
-    price = PRICES.get(name)
+    price = PRICES.get(name.split("/")[-1])  # openrouter names carry the vendor: openai/gpt-4.1
     if price is None:
         return None
     return (input_tokens * price[0] + output_tokens * price[1]) / 1e6

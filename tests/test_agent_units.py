@@ -282,3 +282,61 @@ def test_a_bad_pdf_is_one_line_and_leaves_no_replication(tmp_path: Path) -> None
     assert len(errors) == 1 and "not a PDF" in errors[0]
     listing = subprocess.run([str(replicate), "status"], capture_output=True, text=True, env=os.environ, check=True)
     assert "No replications yet" in listing.stdout
+
+
+def test_openai_compatible_server_round_trip(tmp_path: Path) -> None:
+    """The vllm:/openai: path for real: ChatOpenAI against a local OpenAI-compatible server on 127.0.0.1."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    replies = iter(["no JSON here", json.dumps({"value": 7, "label": "served"})])
+    seen: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append(body)
+            payload = {
+                "id": "cmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": next(replies)},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+            }  # fmt: skip
+            data = json.dumps(payload).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        model = llm.load_chat_model(f"vllm:test-model@http://127.0.0.1:{server.server_port}/v1")
+        logs = tmp_path / "logs"
+        result = llm.structured_call(model, "demo", "Give {what}.", {"what": "7"}, Answer, log_dir=logs)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result == Answer(value=7, label="served")
+    assert seen[0]["model"] == "test-model" and seen[0]["messages"][0]["content"].startswith("task: demo")
+    assert "Your previous reply could not be used" in seen[1]["messages"][-1]["content"]
+    usage = json.loads((logs / "usage.json").read_text())
+    assert usage["input_tokens"] == 22 and usage["output_tokens"] == 14
+    assert usage["cost_unknown_calls"] == 2  # a self-hosted model has no price: cost unknown, not invented
+
+
+def test_costs_and_reasoning_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert llm.cost_usd("gpt-4.1", 1_000_000, 1_000_000) == 10.0
+    assert llm.cost_usd("openai/gpt-4.1-mini", 1_000_000, 0) == 0.4
+    assert llm.cost_usd("my-local-model", 10, 10) is None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert llm.load_chat_model("openai:o4-mini").temperature is None
+    assert llm.load_chat_model("openai:gpt-4.1").temperature == 0
