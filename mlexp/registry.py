@@ -17,6 +17,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,9 @@ class Registry:
             what = "disk full" if exc.errno in (28, 122) else (exc.strerror or str(exc))
             raise RegistryError(f"cannot write registry {self.path}: {what}; the previous registry is intact") from exc
 
-    def _locked(self) -> FileLock:
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the file lock for one read-modify-write, never longer: other runners wait on it."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.lock.acquire(timeout=LOCK_TIMEOUT_S)
@@ -110,7 +114,10 @@ class Registry:
             ) from exc
         except OSError as exc:
             raise RegistryError(f"cannot lock registry {self.path}: {exc.strerror or exc}") from exc
-        return self.lock
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def _reap(self, data: dict[str, Any]) -> bool:
         """Turn `running` entries whose runner died on this host into failed/killed. Returns True if changed."""

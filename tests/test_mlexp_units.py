@@ -229,3 +229,20 @@ def test_nested_registries_are_listed_and_found(tmp_path: Path) -> None:
     assert [r.identity for r in list_runs(tmp_path)] == ["top11111_x"]
     assert {r.identity for r in list_runs(tmp_path, nested=True)} == {"top11111_x", "deep2222_x"}
     assert find_run(tmp_path, "deep").identity == "deep2222_x"
+
+
+def test_concurrent_writers_lose_no_entry(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "registry.json"
+
+    def writer(k: int) -> None:
+        for i in range(10):  # a fresh Registry each time, as separate runners would have
+            Registry(path).put(mlexp.RunRecord(identity=f"w{k}_{i}", name="n", status="completed", run_dir="."))
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(json.loads(path.read_text())["runs"]) == 40
