@@ -672,6 +672,18 @@ def run_diagnostics(paper: Any, spec: Any, verdicts: Sequence[Any], runs: Any) -
             )
         )
     for v in verdicts:
+        if getattr(v, "warnings", None):
+            out.append(
+                Hypothesis(
+                    id=f"diag-metric-integrity-{v.claim_id}",
+                    statement=f"{v.claim_id}: the printed {v.metric} disagrees with the value the harness recomputes "
+                    "from the saved predictions; the metric code (or the predictions) is wrong",
+                    category="diagnostics",
+                    claim_ids=[v.claim_id],
+                    evidence=list(v.warnings),
+                    priority="high",
+                )
+            )
         if v.verdict == "better":
             out.append(
                 Hypothesis(

@@ -337,7 +337,9 @@ def render_html(ctx: dict[str, Any]) -> str:
             f'<td class="num">{_esc(_reported(v))}</td><td class="num">{_esc(_measured(v))}</td>'
             f'<td class="num">{_esc(_ci(v))}</td><td class="num">{_esc(_gap(v))}</td>'
             f'<td class="num">{_esc(_num(v.p_value, 3))}</td><td>{_html_verdict(v.verdict)}</td>'
-            f"<td>{_esc(v.reason)}</td></tr>"
+            f"<td>{_esc(v.reason)}"
+            + "".join(f"<br><span class='bad'>&#9888; {_esc(w)}</span>" for w in getattr(v, "warnings", []))
+            + "</td></tr>"
         )
     out = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
@@ -436,7 +438,8 @@ def render_markdown(ctx: dict[str, Any]) -> str:
     for v in ctx["verdicts"]:
         metric = f"{v.metric} ({v.direction})"
         cells = [v.claim_id, ctx["claim_text"].get(v.claim_id, ""), metric, _reported(v), _measured(v), _ci(v),
-                 _gap(v), _num(v.p_value, 3), f"**{v.verdict}**", v.reason]  # fmt: skip
+                 _gap(v), _num(v.p_value, 3), f"**{v.verdict}**",
+                 " ".join([v.reason, *(f"WARNING: {w}" for w in getattr(v, "warnings", []))])]  # fmt: skip
         lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     lines += ["", "## Plots", ""]
     for (title, png), name in zip(ctx["plots"], ctx["plot_files"], strict=True):

@@ -78,6 +78,7 @@ class Verdict(BaseModel):
     runs: list[str] = Field(default_factory=list)  # run identities the values came from
     run_dirs: list[str] = Field(default_factory=list)
     seeds_planned: int | None = None
+    warnings: list[str] = Field(default_factory=list)  # e.g. a metric that disagrees with the saved predictions
 
     @property
     def shortfall(self) -> float:
@@ -182,6 +183,49 @@ def gap_test(
     return "one-sample t", t_stat, df, _two_sided_p(t_stat, df)
 
 
+_RECOMPUTABLE = {
+    "accuracy": "classification",
+    "acc": "classification",
+    "error": "classification",
+    "error_rate": "classification",
+    "mae": "regression",
+    "mse": "regression",
+    "rmse": "regression",
+}
+
+
+def recompute_metric(run_dir: str | Path, metric: str) -> float | None:
+    """The metric recomputed by the harness from the run's predictions.parquet, for the metrics it knows
+    (accuracy/error for classification, MAE/MSE/RMSE for regression); None when it cannot be recomputed."""
+    name = metric.lower().rsplit("/", 1)[-1]
+    base = next((k for k in _RECOMPUTABLE if name == k or name.endswith("_" + k)), None)
+    if base is None or name.startswith(("train", "val", "dev")):
+        return None
+    from mlexp.rundir import load_predictions
+
+    try:
+        loaded = load_predictions(Path(run_dir))
+    except (OSError, ValueError):
+        return None
+    if loaded is None:
+        return None
+    df, spec = loaded
+    if len(df) == 0:
+        return None
+    task = spec.task or ("classification" if df[spec.y_true].dtype == object else None)
+    if task != _RECOMPUTABLE[base]:
+        return None
+    truth, pred = df[spec.y_true], df[spec.y_pred]
+    if task == "classification":
+        acc = float((truth == pred).mean())  # a missing prediction counts as wrong
+        return acc if base in ("accuracy", "acc") else 1.0 - acc
+    err = (pred.astype(float) - truth.astype(float)).dropna()
+    if err.empty:
+        return None
+    mse = float((err**2).mean())
+    return {"mae": float(err.abs().mean()), "mse": mse, "rmse": math.sqrt(mse)}[base]
+
+
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}"
 
@@ -252,11 +296,22 @@ def compare_one(
             reason = "no run was made for this claim"
         return Verdict(**base, verdict="not run", reason=reason)
 
+    # The printed metric is what the script claims; where the harness can recompute it from the saved
+    # predictions, a disagreement is flagged (the value is still the one reported, so nothing is hidden).
+    warnings = []
+    for run, value in zip(used, values, strict=True):
+        again = recompute_metric(str(_get(run, "run_dir", "")), metric) if math.isfinite(value) else None
+        if again is not None and abs(again - value) > 1e-4 * max(1.0, abs(value)):
+            warnings.append(
+                f"{_get(run, 'name', '')} ({_get(run, 'identity', '')}): reported {metric}={value:.6g} but the "
+                f"harness recomputes {again:.6g} from predictions.parquet"
+            )
     run_info = dict(
         values=values,
         runs=[str(_get(r, "identity", "")) for r in used],
         run_dirs=[str(_get(r, "run_dir", "")) for r in used],
         n=len(values),
+        warnings=warnings,
     )
     if not all(math.isfinite(v) for v in values):
         return Verdict(

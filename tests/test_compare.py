@@ -302,3 +302,34 @@ def test_guard_file_round_trip(tmp_path: Path):
     (data / "train.csv").write_text("x\n2\n")
     assert [p for p in check_guard(guard) if "train.csv: content changed" in p]
     assert "cannot be read" in check_guard(tmp_path / "missing.json")[0]
+
+
+def test_printed_metric_is_cross_checked_against_saved_predictions(tmp_path: Path):
+    """The harness recomputes accuracy from predictions.parquet: 3 of 4 right is 0.75, whatever the script prints."""
+    import pandas as pd
+
+    from mlexp.compare import recompute_metric
+    from mlexp.log import RunLogger
+
+    records = []
+    for name, printed in (("honest", 0.75), ("inflated", 0.95)):
+        run_dir = tmp_path / name
+        log = RunLogger(run_dir, echo=False)
+        frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "y": ["cat", "dog", "cat", "dog"],
+                              "p": ["cat", "dog", "cat", "cat"]})  # fmt: skip
+        log.save_predictions(frame, "id", "y", "p")
+        log.close()
+        records.append(RunRecord(identity=name, name=name, status="completed", run_dir=str(run_dir),
+                                 metrics={"accuracy": printed}))  # fmt: skip
+    assert recompute_metric(records[0].run_dir, "accuracy") == 0.75
+    assert recompute_metric(records[0].run_dir, "error_rate") == 0.25
+    assert recompute_metric(records[0].run_dir, "f1") is None  # not one it knows how to recompute
+    honest, inflated = (compare([target(0.75)], [r])[0] for r in records)
+    assert honest.warnings == []
+    assert inflated.warnings == ["inflated (inflated): reported accuracy=0.95 but the harness recomputes 0.75 "
+                                 "from predictions.parquet"]  # fmt: skip
+    # The checklist turns the disagreement into a high-priority finding.
+    from agent.checklist import run_checklist
+
+    hyps = {h.id: h for h in run_checklist(None, None, [inflated], records[1:])}
+    assert hyps["diag-metric-integrity-T3-r1"].priority == "high"
