@@ -120,20 +120,33 @@ class _TransformersBackend:
 
 
 class _VllmBackend:
-    def __init__(self, model: str | Path, *, max_new_tokens: int, temperature: float, seed: int, max_model_len: int):
-        from vllm import LLM, SamplingParams
+    """vLLM with prefix caching. The engine is built once the prompts are known, with max_model_len just above the
+    longest prompt plus the generation budget (§16: saves KV-cache memory)."""
 
-        self.llm = LLM(model=str(model), enable_prefix_caching=True, gpu_memory_utilization=0.85,
-                       max_model_len=max_model_len, seed=seed)  # fmt: skip
-        self.tokenizer = self.llm.get_tokenizer()
-        self.params = SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=seed)
-        self.notes: list[str] = ["vLLM with prefix caching"]
-        self.name = str(model)
+    def __init__(self, model: str | Path, *, max_new_tokens: int, temperature: float, seed: int):
+        from transformers import AutoTokenizer
+
+        self.model, self.seed, self.max_new_tokens = str(model), seed, max_new_tokens
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model)
+        self.temperature = temperature
+        self.llm: Any = None
+        self.notes: list[str] = ["vLLM with automatic prefix caching"]
+        self.name = self.model
 
     def template(self, item: PromptItem) -> str:
         if item.messages is not None:
             return self.tokenizer.apply_chat_template(item.messages, tokenize=False, add_generation_prompt=True)
         return item.prompt or ""
+
+    def prepare(self, texts: Sequence[str]) -> None:
+        from vllm import LLM, SamplingParams
+
+        longest = max(len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        max_len = longest + self.max_new_tokens + 8
+        self.llm = LLM(model=self.model, enable_prefix_caching=True, gpu_memory_utilization=0.85,
+                       max_model_len=max_len, seed=self.seed)  # fmt: skip
+        self.params = SamplingParams(temperature=self.temperature, max_tokens=self.max_new_tokens, seed=self.seed)
+        self.notes.append(f"max_model_len {max_len} (longest prompt {longest} tokens)")
 
     def generate(self, texts: list[str]) -> list[str]:
         return [o.outputs[0].text for o in self.llm.generate(texts, self.params, use_tqdm=False)]
@@ -195,15 +208,16 @@ def batch_generate(
         raise ValueError("sample_id values must be unique: each names its own log file")
     kind = pick_backend(model, backend)
     if kind == "vllm":
-        engine: Any = _VllmBackend(model, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
-                                   max_model_len=4096)  # fmt: skip
+        engine: Any = _VllmBackend(model, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     else:
         engine = _TransformersBackend(
             model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed
         )
+    texts = [engine.template(item) for item in items]
+    if hasattr(engine, "prepare"):
+        engine.prepare(texts)
     for note in engine.notes:
         log(f"batch inference: {note}")
-    texts = [engine.template(item) for item in items]
     order = order_for_prefix_cache(texts)
     reuse = shared_prefix_chars([texts[i] for i in order])
     log(f"batch inference: {len(items)} prompts, backend {kind}, batches of {batch_size};"

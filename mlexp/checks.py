@@ -25,6 +25,13 @@ def _nonempty(path: Path) -> bool:
     return path.is_file() and path.stat().st_size > 0
 
 
+def _is_smoke(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / "config.json").read_text(encoding="utf-8")).get("smoke"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def post_run_check(run_dir: Path, *, expected_count: int | None = None) -> CheckResult:
     """Check a finished run dir. `expected_count` overrides the input count the script recorded."""
     run_dir = Path(run_dir)
@@ -45,6 +52,8 @@ def post_run_check(run_dir: Path, *, expected_count: int | None = None) -> Check
                 problems.append(f"non-finite final metric(s): {', '.join(bad)}")
         except ValueError:
             problems.append("metrics.json is not valid JSON")
+    if _is_smoke(run_dir) and not any((run_dir / "checkpoints").glob("*")):
+        notes.append("smoke run saved no checkpoint: checkpoint save + reload was not exercised (§9)")
     loaded = None
     try:
         loaded = load_predictions(run_dir)
