@@ -221,7 +221,10 @@ def test_ablation_configs_and_plan():
 
 @pytest.mark.skipif(not (REPO.parent / "shared/data/fashion-mnist").is_dir(), reason="shared Fashion-MNIST data absent")
 def test_queue_ablations_runs_through_mlexp(tmp_path: Path):
-    script = REPO / "examples/fashion_mnist_logreg/train.py"
+    # A copy outside the repo: its identity is a hash of its files, not the repo's HEAD, which other work moves.
+    script = tmp_path / "code" / "train.py"
+    script.parent.mkdir()
+    script.write_text((REPO / "examples/fashion_mnist_logreg/train.py").read_text())
     base = dict(data_dir=str(REPO.parent / "shared/data/fashion-mnist"), n_train=500, n_test=200, steps=1,
                 iters_per_step=2, C=1.0, smoke_n_train=100, smoke_n_test=50, smoke_steps=1)  # fmt: skip
     hyps = [Hypothesis(id="more-iters", statement="s", category="setup_mismatch", approved=True,
