@@ -25,6 +25,8 @@ Verdict rules (one claim, direction-aware; `alpha` = 0.05 and a 95 % t-interval 
    direction, else `diverged`.
 
 A non-finite measured value (NaN, inf) is a broken run, not a missing one: the claim is `diverged`.
+Where the harness can recompute the metric from the run's predictions.parquet (accuracy/error for classification,
+MAE/MSE/RMSE for regression), a printed value that disagrees is kept but flagged in `Verdict.warnings`.
 
 The tamper guard (`harness_fingerprint`, `data_fingerprint`, `fingerprint_changes`) records sha256 hashes of the
 harness's own source files and of the data files, so a later check can flag any change made between the moment a
