@@ -47,6 +47,8 @@ def post_run_check(run_dir: Path, *, expected_count: int | None = None) -> Check
     else:
         try:
             metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+            if not metrics:
+                problems.append("no final metrics: the script printed no `=== FINAL METRICS ===` block")
             bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
             if bad:
                 problems.append(f"non-finite final metric(s): {', '.join(bad)}")

@@ -62,9 +62,13 @@ def _runner_alive(record: RunRecord) -> bool:
     return True
 
 
-def _kill_orphan_group(pgid: int | None) -> None:
+def _kill_orphan_group(pgid: int | None, not_before: float | None) -> None:
+    """Kill the dead runner's script group, if its leader is still the process the runner started."""
     if not pgid or pgid <= 1:
         return
+    started = process_start_time(pgid)
+    if started is None or (not_before and started and started + 1.0 < not_before):
+        return  # leader gone, or the pid now belongs to an older, unrelated process
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -129,7 +133,7 @@ class Registry:
             record = RunRecord.model_validate(raw)
             if _runner_alive(record):
                 continue
-            _kill_orphan_group(record.child_pgid)
+            _kill_orphan_group(record.child_pgid, record.runner_start_time)
             record.status = "failed"
             record.exit_reason = "killed"
             record.ended_at = record.ended_at or time.strftime("%Y-%m-%dT%H:%M:%S%z")
