@@ -460,7 +460,7 @@ class Tuner:
             verdict=verdict,
             reason=reason,
             commit=out.commit,
-            tag=out.tree.name if out.tree else "",
+            tag=out.tree.name if out.tree and out.commit else "",
             cost_s=round(out.cost_s, 2),
             run_dirs=out.run_dirs,
             started_at=out.started_at,
