@@ -237,7 +237,7 @@ def review_spec(
         except SpecError as exc:
             # The CLI validates before resuming, so this means the file changed in between: ask again.
             return Command(goto="review_spec", update={"warnings": add_warning(state, f"edit not applied: {exc}")})
-        save_spec(spec, Path(state["spec_md"]).parent, title=state.get("title", ""))
+        save_spec(spec, Path(state["spec_md"]).parent, write_md=False)
         return Command(
             goto="implement_code",
             update={"spec_version": state.get("spec_version", 0) + 1, "stage": "review_spec"},

@@ -275,11 +275,15 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def save_spec(spec: Spec, folder: Path, *, title: str = "") -> tuple[Path, Path]:
-    """Write spec.json and spec.md (each atomically). Returns (json_path, md_path)."""
+def save_spec(spec: Spec, folder: Path, *, title: str = "", write_md: bool = True) -> tuple[Path, Path]:
+    """Write spec.json and spec.md (each atomically). Returns (json_path, md_path).
+
+    `write_md=False` after a researcher's edit: their spec.md (with any notes outside the YAML) stays as they left it.
+    """
     json_path, md_path = folder / "spec.json", folder / "spec.md"
     _atomic_write(json_path, spec.model_dump_json(indent=2) + "\n")
-    _atomic_write(md_path, to_markdown(spec, title=title))
+    if write_md:
+        _atomic_write(md_path, to_markdown(spec, title=title))
     return json_path, md_path
 
 

@@ -145,6 +145,7 @@ def test_end_to_end_with_checkpoints_edit_reject_and_sigkill(tmp_path, fashion_p
     cli("approve", rid, "--edit", env={"EDITOR": f"{sys.executable} {cli.editor} good"})
     values = cli.state(rid)
     assert json.loads(Path(values["spec_json"]).read_text())["targets"][0]["tolerance"] == 0.05
+    assert "tolerance: 0.05" in Path(values["spec_md"]).read_text()  # the researcher's file, kept as edited
     assert values["waiting"]["review"] == "run", values.get("failures")
     smoke = values["smoke"]
     assert smoke["status"] == "completed" and 0.3 < smoke["metrics"]["accuracy"] <= 1.0 and values["smoke_check"]["ok"]
