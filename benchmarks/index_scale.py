@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import random
 import shutil
 import sys
@@ -91,16 +92,19 @@ def fill_vectors(ix: PaperIndex, base_vecs: np.ndarray, noise: float, seed: int 
     return time.perf_counter() - t0
 
 
-def latency(ix: PaperIndex, queries: list[str], **kw) -> tuple[float, float, float]:
+def latency(ix: PaperIndex, queries: list[str], **kw) -> tuple[float, float, float, float, float]:
+    """Wall-clock and CPU-time (this process, all threads) p50/p95 in ms, and hits per query."""
     for q in queries[:5]:
         ix.search(q, k=10, **kw)
-    times = []
+    wall, cpu = [], []
     n_hits = 0
     for q in queries:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_hits += len(ix.search(q, k=10, **kw))
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95)), n_hits / len(queries)
+        wall.append((time.perf_counter() - t0) * 1000)
+        cpu.append((time.process_time() - c0) * 1000)
+    pct = lambda xs, p: float(np.percentile(xs, p))  # noqa: E731
+    return pct(wall, 50), pct(wall, 95), pct(cpu, 50), pct(cpu, 95), n_hits / len(queries)
 
 
 def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.Namespace) -> None:
@@ -111,13 +115,14 @@ def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.
     make_corpus(base, size, corpus)
     shutil.rmtree(work / "index", ignore_errors=True)
     ix = PaperIndex(work / "index")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     stats = ix.import_jsonl(corpus, progress=args.progress)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     sqlite_s = stats.seconds - stats.bm25_seconds
     print(
-        f"  import: {stats.imported:,} records in {wall:.1f} s = {stats.imported / wall:,.0f} records/s "
-        f"(SQLite phase {sqlite_s:.1f} s, BM25 shards {stats.bm25_seconds:.1f} s, {len(ix.bm25.shards)} shards)",
+        f"  import: {stats.imported:,} records in {wall:.1f} s wall = {stats.imported / wall:,.0f} records/s "
+        f"(SQLite phase {sqlite_s:.1f} s, BM25 shards {stats.bm25_seconds:.1f} s, {len(ix.bm25.shards)} shards); "
+        f"CPU time {cpu:.1f} s = {stats.imported / cpu:,.0f} records per CPU-second; load avg {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     print("  filling FILLED vectors (real embeddings of a subset + noise, see docstring) into chromadb ...", flush=True)
@@ -127,13 +132,18 @@ def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.
     queries = [" ".join(base[rng.randrange(len(base))]["title"].split()) for _ in range(args.queries)]
     n_units = ix.bm25.n_units
     print(f"  query latency over {len(queries)} title queries, k=10 (ms):")
-    print("  | mode   | filter                    | kept  |    p50 |    p95 | hits/query |")
+    print("  | mode   | filter                    | kept  | wall p50 | wall p95 | CPU p50 | CPU p95 | hits/q | load |")
+    print("  |---|---|---|---|---|---|---|---|---|")
     for mode in ("hybrid", "bm25"):
         for name, kw in FILTERS.items():
             mask = ix._mask(kw.get("category"), kw.get("before"))
             kept = 1.0 if mask is None else mask.sum() / n_units
-            p50, p95, hits = latency(ix, queries, mode=mode, **kw)
-            print(f"  | {mode:<6} | {name:<25} | {kept:5.1%} | {p50:6.1f} | {p95:6.1f} | {hits:10.1f} |", flush=True)
+            w50, w95, c50, c95, hits = latency(ix, queries, mode=mode, **kw)
+            print(
+                f"  | {mode:<6} | {name:<25} | {kept:5.1%} | {w50:8.1f} | {w95:8.1f} | {c50:7.1f} | {c95:7.1f} "
+                f"| {hits:6.1f} | {os.getloadavg()[0]:4.1f} |",
+                flush=True,
+            )
     st = ix.stats()
     print(f"  disk: {st['disk_bytes'] / 1e9:.2f} GB ({st['papers']:,} papers)")
     ix.close()
@@ -157,6 +167,7 @@ def main() -> None:
     args = ap.parse_args()
     base = load_base(args.source)
     print(f"base corpus: {len(base):,} real records from {args.source}")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared: wall is pessimistic)")
 
     from retrieval.dense import Embedder
 
@@ -165,10 +176,13 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     sample = [f"{r['title']}. {r['abstract']}" for r in base[: args.embed_sample]]
     emb.encode(sample[:8])  # load + warm up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     emb.encode(sample)
-    secs = time.perf_counter() - t0
-    print(f"embedding rate: {len(sample) / secs:,.1f} abstracts/s on {emb.device} ({len(sample)} real abstracts)")
+    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+    print(
+        f"embedding rate: {len(sample) / secs:,.1f} abstracts/s wall on {emb.device} ({len(sample)} real abstracts; "
+        f"{len(sample) / cpu:,.1f} per CPU-second; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
     if cache.exists():
         base_vecs = np.load(cache)
     else:
