@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.checklist import canonical, paper_repeats, same_value, seeds_needed, still_improving
+from agent.checklist import canonical, paper_repeats, same_value, seeds_needed
+from agent.checklist_runs import still_improving
 from agent.hypotheses import (
     Ablation,
     Hypothesis,
