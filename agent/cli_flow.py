@@ -137,6 +137,8 @@ def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool, exp
     `expect` is the review an answer was made for: checked again under the lock, so an answer never reaches a
     later review that another process moved the replication to in the meantime.
     """
+    from agent.llm import LLMCallError  # here, not at the top: it imports langchain, which other commands do not need
+
     with _exclusive(rid), flow.open_graph() as graph:
         if expect is not None:
             waiting = flow.waiting_for(flow.snapshot_of(graph, rid))
@@ -153,6 +155,8 @@ def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool, exp
                     f"searched ({len(values.get('related') or [])} hits); "
                 )
             raise LLMNotConfiguredError(f"{rid}: {done}{exc}; then run `replicate resume {rid}`") from exc
+        except LLMCallError as exc:
+            raise LLMCallError(f"{rid}: {exc}; the state is kept, `replicate resume {rid}` retries") from exc
         info = _describe(rid, flow.snapshot_of(graph, rid))
     _print_outcome(rid, info)
     if auto_approve and info["waiting"]:

@@ -17,7 +17,7 @@ from langgraph.graph import END
 from langgraph.types import Command, interrupt
 
 from agent import config as paths
-from agent.errors import AgentError, LLMNotConfiguredError
+from agent.errors import LLMOutputError
 from agent.nodes import add_warning, auto_approve, chat_model, load_paper, log_dir, progress, say, spec_of, usage
 from agent.state import State, replication_dir, report_dir
 
@@ -97,9 +97,7 @@ def propose_hypotheses(state: State, config: RunnableConfig) -> Command[Literal[
             if "feedback" in inspect.signature(hyp.propose_hypotheses).parameters:
                 kwargs["feedback"] = state.get("feedback") or ""
             found = hyp.propose_hypotheses(model, paper, spec, verdicts, records, _index_or_none(), **kwargs)
-        except LLMNotConfiguredError:
-            raise
-        except AgentError as exc:  # the LLM failed (after retries): the deterministic checklist still stands
+        except LLMOutputError as exc:  # the LLM failed (after retries): the deterministic checklist still stands
             warnings = add_warning(state, f"LLM hypotheses failed, checklist only: {exc}")
             found = hyp.run_checklist(paper, spec, verdicts, records)
     dumped = [h.model_dump(mode="json") if hasattr(h, "model_dump") else dict(h) for h in found]
