@@ -97,7 +97,8 @@ IMPLEMENT_CODE = """Write the experiment code for this approved spec.
 # The run contract (the fixed harness runs your script; you do not write a harness)
 - The entry point is `train.py` in the code dir. The harness runs `python train.py` with the working directory set to
   RUN_DIR and these environment variables: RUN_DIR (write every output here), RUN_CONFIG (path to the frozen
-  config.json: read ALL settings from it), SMOKE ("1" for the smoke run), SEED, DEVICE ("cuda" or "cpu").
+  config.json: read ALL settings from it; `data_dir` is the spec's local data location when it gives one),
+  SMOKE ("1" for the smoke run: use the smoke sizes), SEED, DEVICE ("cuda" or "cpu").
 - Log with the helper: `import mlexp.log; log = mlexp.log.RunLogger(); cfg = mlexp.log.load_config()`;
   `log.step(step, total, **metrics)` from step 1; `log.info(msg)`; `log.save_predictions(df, id_col, y_true, y_pred)`;
   finish with `log.final(metric=value, ...)` using the metric keys of the spec's targets.
