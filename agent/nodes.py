@@ -23,6 +23,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from rich.console import Console
+from rich.markup import escape
 
 from agent import llm
 from agent.spec import Spec, load_spec
@@ -86,7 +87,7 @@ def progress(message: str) -> Iterator[Any]:
     """A rich spinner on a terminal; one plain line otherwise (logs, tests). Yields a function to update the text."""
     if console.is_terminal and not os.environ.get("REPLICATE_PLAIN"):
         with console.status(message) as status:
-            yield lambda text: status.update(f"{message} [dim]{text[:100]}[/dim]")
+            yield lambda text: status.update(f"{message} [dim]{escape(text[:100])}[/dim]")
     else:
         print(f"... {message}", file=sys.stderr, flush=True)
         yield lambda text: None
