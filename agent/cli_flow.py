@@ -31,7 +31,7 @@ from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
 from agent.state import new_id, replication_dir
 from retrieval.errors import RetrievalError
 
-out = Console(highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, markup=False)  # data is printed verbatim, never as markup
 
 
 class _LazyFlow:
@@ -74,7 +74,7 @@ def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
 
 def _print_outcome(rid: str, info: dict[str, Any]) -> None:
     waiting, values = info["waiting"], info["values"]
-    out.print(f"[bold]{rid}[/bold]: {info['state']}")
+    out.print(f"{rid}: {info['state']}", style="bold")
     if waiting and waiting["review"] == "spec":
         out.print(f"  spec: {waiting['spec_md']}")
         for line in waiting.get("targets", []):
@@ -173,7 +173,7 @@ def start(
     if not paper.is_file():
         raise AgentError(f"no such file: {paper}")
     rid = new_id(paper)
-    out.print(f"Replication [bold]{rid}[/bold]")
+    out.print(f"Replication {rid}", style="bold")
     try:
         _advance(rid, {"id": rid, "pdf": str(paper.resolve())}, llm=llm, auto_approve=auto_approve)
     except RetrievalError:

@@ -86,12 +86,13 @@ def ask(reason: str, question: str, retry: str) -> dict[str, Any]:
 def progress(message: str) -> Iterator[Any]:
     """A rich spinner on a terminal; one plain line otherwise (logs, tests). Yields a function to update the text."""
     if console.is_terminal and not os.environ.get("REPLICATE_PLAIN"):
-        with console.status(message) as status:
-            yield lambda text: status.update(f"{message} [dim]{escape(text[:100])}[/dim]")
+        with console.status(escape(message)) as status:
+            yield lambda text: status.update(f"{escape(message)} [dim]{escape(text[:100])}[/dim]")
     else:
         print(f"... {message}", file=sys.stderr, flush=True)
         yield lambda text: None
 
 
-def say(message: str) -> None:
-    console.print(message)
+def say(message: str, *, style: str | None = None) -> None:
+    """Print a line for the researcher. No rich markup: messages carry log text, paths and errors verbatim."""
+    console.print(message, style=style, markup=False)

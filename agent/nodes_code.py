@@ -148,7 +148,7 @@ def implement_code(
     except tools.ConfinementError as exc:
         failures = add_failure(state, "implement_code", "confinement", str(exc))
         retries = sum(1 for f in failures if f["node"] == "implement_code" and f["kind"] == "confinement")
-        say(f"[red]refused:[/red] {exc}")
+        say(f"refused: {exc}", style="red")
         if retries <= MAX_NODE_RETRIES:
             feedback = f"Your previous reply was refused, nothing was written: {exc}. Use relative paths only."
             return Command(goto="implement_code", update={"failures": failures, "feedback": feedback})
@@ -234,7 +234,7 @@ def run_smoke(state: State, config: RunnableConfig) -> Command[Literal["review_r
     if not problems:
         say(f"Smoke run passed: {record.short() if hasattr(record, 'short') else record.metrics}")
         return Command(goto="review_run", update=update)
-    say(f"[red]Smoke run failed:[/red] {problems[0]}")
+    say(f"Smoke run failed: {problems[0]}", style="red")
     if DATA_MARK in (record.digest or "") or DATA_MARK in (record.error or ""):
         command = _data_question(state, "run_smoke", f"The smoke run could not read the data: {problems[0]}")
         command.update.update(update)
@@ -293,7 +293,7 @@ def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke
         commit = _apply(state, change, f"fix_code attempt {attempt}: {change.notes[:200]}")
     except tools.ConfinementError as exc:
         failures = add_failure(state, "fix_code", "confinement", str(exc))
-        say(f"[red]refused:[/red] {exc}")
+        say(f"refused: {exc}", style="red")
         if attempt < MAX_FIX_ATTEMPTS:
             feedback = f"Your previous fix was refused, nothing was written: {exc}. Use relative paths only."
             return Command(goto="fix_code", update={**base, "failures": failures, "feedback": feedback})

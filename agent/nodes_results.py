@@ -58,7 +58,7 @@ def compare_results(state: State, config: RunnableConfig) -> Command[Literal["pr
 
         warnings = list(state.get("warnings", []))
         for problem in check_guard(guard):
-            say(f"WARNING: {problem}")
+            say(f"WARNING: {problem}", style="red")
             warnings.append(f"tamper guard: {problem}")
         update["warnings"] = warnings
     return Command(goto="propose_hypotheses", update=update)

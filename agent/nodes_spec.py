@@ -41,7 +41,7 @@ def ingest_paper(state: State, config: RunnableConfig) -> Command[Literal["find_
     with progress(f"Reading {Path(state['pdf']).name} (tables, claims ledger, setup)"):
         paper = ingest_pdf(Path(state["pdf"]), paths.papers_dir())
     paper_json = paths.papers_dir() / paper.slug / "paper.json"
-    say(f"Ingested [bold]{paper.title or paper.slug}[/bold]: {len(paper.claims)} claims, {len(paper.tables)} tables")
+    say(f"Ingested {paper.title or paper.slug}: {len(paper.claims)} claims, {len(paper.tables)} tables")
     update = {
         "paper_json": str(paper_json),
         "slug": paper.slug,
@@ -106,7 +106,7 @@ def find_related(state: State, config: RunnableConfig) -> Command[Literal["draft
     if hits:
         say(f"Related work: {len(hits)} papers with quotes")
     for warning in warnings[len(state.get("warnings", [])) :]:
-        say(f"[yellow]warning:[/yellow] {warning}")
+        say(f"warning: {warning}", style="yellow")
     return Command(goto="draft_spec", update={"related": hits, "warnings": warnings, "stage": "find_related"})
 
 
