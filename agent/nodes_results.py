@@ -141,7 +141,8 @@ def write_report(state: State, config: RunnableConfig) -> Command[Literal["__end
     from agent import hypotheses as hyp
     from agent.report import write_report as _write_report
 
-    found = [hyp.Hypothesis.model_validate(h) for h in state.get("hypotheses", [])]
+    # Reaching this node means the researcher approved the hypotheses shown at review_hypotheses.
+    found = [hyp.Hypothesis.model_validate({**h, "approved": True}) for h in state.get("hypotheses", [])]
     out = report_dir(state["id"])
     out.mkdir(parents=True, exist_ok=True)
     with progress("Writing the report"):
