@@ -194,7 +194,13 @@ def test_end_to_end_with_checkpoints_edit_reject_and_sigkill(tmp_path, fashion_p
     assert verdict["claim_id"] == claim.id and verdict["reported"] == claim.value and verdict["n"] == 2
     assert verdict["verdict"] in {"replicated", "better", "diverged"} and 0.5 < verdict["measured_mean"] < 1.0
 
-    # 6. Approve the hypotheses: the report is written and the replication is finished.
+    # 6. Reject the hypotheses with feedback (they are proposed again, with it), then approve: the report is written.
+    cli("reject", rid, "--feedback", "Consider under-training: too few solver iterations")
+    values = cli.state(rid)
+    assert values["waiting"]["review"] == "hypotheses"
+    assert any("under-trained" in h["statement"] for h in values["hypotheses"])
+    last = sorted((cli.project / "runs" / rid / "llm_logs").glob("*-hypotheses-*.txt"))[-1].read_text()
+    assert "Consider under-training: too few solver iterations" in last
     cli("approve", rid)
     values = cli.state(rid)
     assert Path(values["report"]["html"]).is_file() and Path(values["report"]["md"]).is_file()
