@@ -183,7 +183,7 @@ def draft_spec(state: State, config: RunnableConfig) -> Command[Literal["review_
         )
         update = {"failures": add_failure(state, "draft_spec", "llm_output", str(exc)), "question": question}
         return Command(goto="ask_researcher", update={**update, "llm_usage": usage(state), "stage": "draft_spec"})
-    json_path, md_path = save_spec(spec, spec_dir(paper.slug), title=paper.title)
+    json_path, md_path = save_spec(spec, spec_dir(paper.slug, state["id"]), title=paper.title)
     say(f"Spec drafted: {md_path}")
     return Command(
         goto="review_spec",

@@ -7,7 +7,7 @@ it. Nodes return the fields they change; lists are replaced whole (no reducers),
 
 Files of a replication `ID` (under the project dir, so a project folder is self-contained):
   papers/<slug>/              the ingested paper (retrieval.ingest)
-  specs/<slug>/spec.{md,json} the spec (the researcher edits spec.md)
+  specs/<slug>/spec.{md,json} the spec (the researcher edits spec.md); specs/<slug>--<ID>/ for a second replication
   runs/<ID>/code/             the generated code, a git repository (fixes are commits)
   runs/<ID>/experiments/      mlexp run dirs (the runs_root handed to mlexp.run_script)
   runs/<ID>/llm_logs/         one plain-text file per LLM call + usage.json (tokens, cost)
@@ -96,8 +96,18 @@ def report_dir(rid: str) -> Path:
     return replication_dir(rid) / "report"
 
 
-def spec_dir(slug: str) -> Path:
-    return config.specs_dir() / slug
+def spec_dir(slug: str, rid: str) -> Path:
+    """specs/<slug>/, owned by the first replication of that paper; a second one gets specs/<slug>--<ID>/ so it
+    never overwrites a spec another replication is waiting on."""
+    folder = config.specs_dir() / slug
+    owner = folder / ".replication"
+    if owner.exists() and owner.read_text(encoding="utf-8").strip() != rid:
+        folder = config.specs_dir() / f"{slug}--{rid}"
+        owner = folder / ".replication"
+    folder.mkdir(parents=True, exist_ok=True)
+    if not owner.exists():
+        owner.write_text(rid + "\n", encoding="utf-8")
+    return folder
 
 
 def save_snapshot(rid: str, values: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:

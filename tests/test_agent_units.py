@@ -340,3 +340,11 @@ def test_costs_and_reasoning_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert llm.load_chat_model("openai:o4-mini").temperature is None
     assert llm.load_chat_model("openai:gpt-4.1").temperature == 0
+
+
+def test_two_replications_of_one_paper_keep_their_own_specs() -> None:
+    from agent.state import spec_dir
+
+    first, second = spec_dir("paper", "paper-aaaaaa"), spec_dir("paper", "paper-bbbbbb")
+    assert first.name == "paper" and second.name == "paper--paper-bbbbbb"
+    assert spec_dir("paper", "paper-aaaaaa") == first and spec_dir("paper", "paper-bbbbbb") == second
