@@ -22,7 +22,7 @@ def _open_index(index_dir: Path | None, required: bool):
     path = index_dir or config.index_dir()
     if not (path / "docs.sqlite").exists():
         if required:
-            raise TuneError(f"--papers needs a paper index at {path}: build one with `replicate index import`")
+            raise TuneError(f"--papers and --ab need a paper index at {path}: build one with `replicate index import`")
         return None
     from retrieval.index import PaperIndex
 
