@@ -38,11 +38,12 @@ sys.path.insert(0, str(REPO))
 
 from retrieval.index import PaperIndex  # noqa: E402
 
-FILTERS = {
+FILTERS = {  # kept fractions on the shared corpus: cs.LG ~15%, dates: 10% before 2025-05-08, 50% before 2025-11-26
     "none": {},
     "category cs.LG": {"category": "cs.LG"},
-    "before 2025-03-01": {"before": "2025-03-01"},
-    "cs.CL + before 2025-03-01": {"category": "cs.CL", "before": "2025-03-01"},
+    "before 2025-11-26": {"before": "2025-11-26"},
+    "before 2025-05-08": {"before": "2025-05-08"},
+    "cs.CL + before 2025-05-08": {"category": "cs.CL", "before": "2025-05-08"},
 }
 
 

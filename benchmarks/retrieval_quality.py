@@ -47,7 +47,8 @@ def load(data: Path) -> tuple[list[dict], dict[str, list[dict]], dict[str, str]]
 
 
 def build(corpus: list[dict], workdir: Path, title_boost: int, *, embed: bool) -> PaperIndex:
-    """An index of the corpus (reused when already built), imported via the arXiv-snapshot layout."""
+    """An index of the corpus (reused when already built), imported via the arXiv-snapshot layout. The embedded
+    index is `index/`; BM25-only indexes for other title boosts are `bm25-tb<n>/`."""
     workdir.mkdir(parents=True, exist_ok=True)
     jsonl = workdir / "corpus-arxiv-layout.jsonl"
     if not jsonl.exists():
@@ -58,8 +59,10 @@ def build(corpus: list[dict], workdir: Path, title_boost: int, *, embed: bool) -
                        "categories": "cs.LG", "update_date": "2019-01-01", "versions": []}  # fmt: skip
                 fh.write(json.dumps(rec) + "\n")
         tmp.replace(jsonl)
-    ix = PaperIndex(workdir / f"index-tb{title_boost}", title_boost=title_boost)
+    ix = PaperIndex(workdir / ("index" if embed else f"bm25-tb{title_boost}"), title_boost=title_boost)
     ix.import_jsonl(jsonl, progress=False)
+    if ix._title_boost != title_boost:  # vectors do not depend on the title boost: rebuild only the BM25 side
+        ix.rebuild_bm25(title_boost=title_boost)
     if embed:
         t0 = time.perf_counter()
         n = ix.embed(progress=True)
@@ -75,15 +78,6 @@ def rankings(ix: PaperIndex, queries: list[dict], mode: str) -> list[list[int]]:
         rows = ix._bm25_rank(q["text"], None, DEPTH) if mode == "bm25" else ix._dense_rank(q["text"], None, DEPTH)
         out.append([int(r) for r in rows])
     return out
-
-
-def fuse(a: list[int], b: list[int], k: float, wa: float, wb: float) -> list[int]:
-    scores: dict[int, float] = {}
-    for rank, row in enumerate(a, 1):
-        scores[row] = scores.get(row, 0.0) + wa / (k + rank)
-    for rank, row in enumerate(b, 1):
-        scores[row] = scores.get(row, 0.0) + wb / (k + rank)
-    return sorted(scores, key=lambda r: -scores[r])
 
 
 def metrics(ranked_ids: list[list[str]], gold: list[str]) -> dict[str, float]:
@@ -126,7 +120,7 @@ def main() -> None:
             m = metrics(bm_ids, gold)
             print(f"  bm25 title_boost={tb}: R@5={m['R@5']:.3f} MRR={m['MRR']:.3f}")
             # fuse on paper ids (identical across the per-boost indexes) with the same formula as PaperIndex.search
-            for k, wa, wb in itertools.product((10, 30, 60, 100), (0.5, 0.75, 1.0), (1.0,)):
+            for k, wa, wb in itertools.product((5, 10, 20, 30, 60, 100), (0.5, 0.75, 1.0, 1.25, 1.5, 2.0), (1.0,)):
                 fused = [fuse_ids(a, b, k, wa, wb) for a, b in zip(bm_ids, dense_ids, strict=True)]
                 m = metrics(fused, gold)
                 key = (m["R@5"], m["MRR"])

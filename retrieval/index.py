@@ -33,10 +33,10 @@ from retrieval.progress import Progress
 from retrieval.recipe import DEFAULT_EMBEDDING_MODEL, Recipe, parser_version
 
 # Fusion parameters, tuned on the SciTLDR train split (dev is only reported): see benchmarks/retrieval_quality.py.
-RRF_K = 60
+RRF_K = 10
 W_BM25 = 1.0
 W_DENSE = 1.0
-TITLE_BOOST = 1
+TITLE_BOOST = 2
 CANDIDATES = 100  # depth of each ranking fed to the fusion
 EXACT_MAX = 40_000  # a filter keeping at most this many units is scored exactly instead of over-fetching HNSW
 FETCH_CAP = 4_000
@@ -253,6 +253,17 @@ class PaperIndex:
             bar.close()
         self._deleted = None
         return n
+
+    def rebuild_bm25(self, *, title_boost: int | None = None, progress: bool = False) -> int:
+        """Rebuild the keyword side from the doc store (e.g. with another title boost, or after losing bm25/)."""
+        import shutil
+
+        if title_boost is not None:
+            self.docs.set_meta("title_boost", str(title_boost))
+            self._title_boost = title_boost
+        shutil.rmtree(self.path / "bm25", ignore_errors=True)
+        self.bm25 = BM25Store(self.path / "bm25")
+        return self._sync_bm25(progress=progress)
 
     # -- full-text PDFs ----------------------------------------------------------------------------------------
     def add_pdfs(self, paths: list[Path], *, progress: bool = True) -> AddReport:

@@ -168,7 +168,10 @@ def test_sharded_bm25_equals_one_shard(monkeypatch: pytest.MonkeyPatch, slice300
     assert np.allclose(s1, s2, rtol=1e-5) and s1.max() > 0
     # check one score by hand against the BM25 formula (Lucene IDF, k1=1.2, b=0.75)
     tok = one.bm25.tokenizer
-    docs = [tok.terms(" ".join(r["title"].split())) + tok.terms(" ".join(r["abstract"].split())) for r in records]
+    boost = one._title_boost  # title terms count this many times
+    docs = [
+        tok.terms(" ".join(r["title"].split())) * boost + tok.terms(" ".join(r["abstract"].split())) for r in records
+    ]
     avgdl = sum(map(len, docs)) / len(docs)
     best = int(np.argmax(s1))
     expect = 0.0
@@ -246,3 +249,16 @@ def test_cli_import_search_batch_and_errors(slice300, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("replicate: error:") and "empty" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_rebuild_bm25_from_doc_store(slice300, tmp_path: Path) -> None:
+    path, records = slice300
+    ix = PaperIndex(tmp_path / "ix", title_boost=3)
+    ix.import_jsonl(path, progress=False)
+    fresh = PaperIndex(tmp_path / "fresh", title_boost=1)
+    fresh.import_jsonl(path, progress=False)
+    query = records[42]["title"]
+    assert not np.allclose(ix.bm25.scores(query), fresh.bm25.scores(query))
+    assert ix.rebuild_bm25(title_boost=1) == 300
+    assert np.allclose(ix.bm25.scores(query), fresh.bm25.scores(query))
+    assert PaperIndex(tmp_path / "ix")._title_boost == 1  # remembered
