@@ -8,7 +8,7 @@ from this file. Two configurations are run through mlexp.run_script:
   it must come out `replicated` within the spec's 0.01 tolerance;
 - too few: 1 step of 3 iterations, two seeds; it must come out `diverged`, significant, and the checklist must name
   the setup mismatch (steps / iters_per_step) with a concrete ablation that restores the approved values.
-The full-data version (60,000 training images, 3 seeds each) is the slow test at the bottom.
+The full-data version (60,000 training images, 2 seeds each) is the slow test at the bottom.
 """
 
 from __future__ import annotations
@@ -180,8 +180,10 @@ def test_report_of_both_iterations(fashion, tmp_path):
 
 
 @pytest.mark.slow
-def test_full_training_set_three_seeds(tmp_path):
-    """The paper's setting: all 60,000 training images, 3 seeds, against 0.841 +- 0.01 (several minutes)."""
+@pytest.mark.timeout(3600)
+def test_full_training_set_two_seeds(tmp_path):
+    """The paper's setting: all 60,000 training images, 2 seeds each, against 0.841 +- 0.01 (10-20 minutes on 2
+    busy cores; L-BFGS ignores the seed, so more seeds would only repeat the same number)."""
     from agent.hypotheses import run_checklist
     from mlexp.compare import compare
     from retrieval.ingest import parse_pdf
@@ -189,9 +191,9 @@ def test_full_training_set_three_seeds(tmp_path):
     paper = parse_pdf(PDF)
     claim = find_lr_claim(paper)
     close_cfg = base_config(60000)
-    spec = make_spec(paper, claim, close_cfg, seeds=3)
-    close = run_config(close_cfg, "close-full", 3, tmp_path)
-    few = run_config({**close_cfg, "steps": 1, "iters_per_step": 3}, "few-full", 3, tmp_path)
+    spec = make_spec(paper, claim, close_cfg, seeds=2)
+    close = run_config(close_cfg, "close-full", 2, tmp_path)
+    few = run_config({**close_cfg, "steps": 1, "iters_per_step": 3}, "few-full", 2, tmp_path)
     (v_close,) = compare(spec.targets, close)
     (v_few,) = compare(spec.targets, few)
     assert v_close.verdict == "replicated", v_close.reason
