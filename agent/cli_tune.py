@@ -61,6 +61,9 @@ def tune_cmd(
     parallel: Annotated[int, typer.Option("--parallel", help="Trials running at once.")] = 1,
     llm: Annotated[str | None, typer.Option("--llm", help="LLM spec (default: REPLICATE_LLM).")] = None,
     llm_every: Annotated[int, typer.Option("--llm-every", help="hybrid: the LLM proposes every n-th trial.")] = 3,
+    recheck_every: Annotated[
+        int, typer.Option("--recheck-every", help="Re-measure the incumbent every n trials (machine drift).")
+    ] = 0,
     index_dir: Annotated[Path | None, typer.Option("--index-dir", help="Paper index folder.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Tune dir (default: runs/tune-NAME-TIME).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a baseline config key: key=value.")] = None,
@@ -97,6 +100,7 @@ def tune_cmd(
         llm=spec,
         index_path=index_dir,
         llm_every=llm_every,
+        recheck_every=recheck_every,
         overrides=parse_assignments(set_ or []),
         smoke=smoke,
         seed=seed,

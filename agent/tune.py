@@ -58,6 +58,7 @@ class TuneOptions:
     llm: str | None = None  # agent.llm spec; None = REPLICATE_LLM
     index_path: Path | None = None
     llm_every: int = 3  # hybrid: the LLM proposes every n-th trial
+    recheck_every: int = 0  # re-measure the incumbent on a fresh seed every n trials (0: never); catches drift
     overrides: dict[str, Any] = field(default_factory=dict)
     smoke: bool = False
     seed: int = 0  # the sampler's seed
@@ -146,6 +147,7 @@ class Tuner:
         self.grace = opts.grace_s if opts.grace_s is not None else target.grace_s
         self.proposer = self._make_proposer(model, index)
         self._lock = threading.Lock()
+        self._rechecks: dict[int, list[float]] = {}  # incumbent trial -> its re-measured values
 
     # -- setup -----------------------------------------------------------------------------------------------------
     def _make_proposer(self, model: Any, index: Any) -> Any:
@@ -326,8 +328,54 @@ class Tuner:
         self.log(f"[tune] baseline {self.target.metric.name} = {mean:.4f} ± {std:.4f} over seeds {out.seeds}")
 
     def _noise(self) -> Noise:
-        groups = [r.values for r in self.ledger.rows if r.verdict in ("baseline", "keep", "discard")]
+        """Pooled over every measured config; the incumbent's group includes its re-checks, so drift of the machine
+        over time (a busier machine trains fewer steps in the same time budget) raises the noise floor."""
+        groups = [
+            r.values + self._rechecks.get(r.trial, [])
+            for r in self.ledger.rows
+            if r.verdict in ("baseline", "keep", "discard")
+        ]
         return pooled_noise(groups)
+
+    def _recheck(self, after: int) -> None:
+        """Re-measure the incumbent on one fresh seed now, and count it among the incumbent's values."""
+        values = self.incumbent["values"]
+        seed = 500 + sum(r.verdict == "recheck" for r in self.ledger.rows)
+        tree = self.ws.open_trial(0, self.incumbent["commit"], name=f"recheck-{after:03d}")
+        out = _Outcome(tree=tree, commit=self.incumbent["commit"], started_at=_now())
+        try:
+            self._run_seeds(tree, self.incumbent["config"], [seed], 0, out)
+        finally:
+            self.ws.close_trial(tree)
+        before = statistics.fmean(values)
+        if not out.verdict:
+            values.append(out.values[0])
+            self._rechecks.setdefault(self.incumbent["trial"], []).append(out.values[0])
+        drift = out.values[0] - before if out.values else math.nan
+        row = TrialRow(
+            trial=after,
+            proposer="recheck",
+            kind="recheck",
+            change=f"incumbent (trial {self.incumbent['trial']}) re-measured",
+            config=self.incumbent["config"],
+            seeds=out.seeds,
+            values=out.values,
+            metric_mean=out.values[0] if out.values else math.nan,
+            incumbent_mean=before,
+            verdict="recheck",
+            reason=out.reason or f"drift {drift:+.4g} from the incumbent's mean; now {len(values)} values",
+            commit=out.commit,
+            cost_s=round(out.cost_s, 2),
+            run_dirs=out.run_dirs,
+            started_at=out.started_at,
+            ended_at=_now(),
+        )
+        self.ledger.append(row)
+        self.noise = self._noise()
+        self.log(
+            f"[tune] recheck after trial {after}: incumbent {row.metric_mean:.4f} vs {before:.4f} "
+            f"(noise now {self.noise.std:.4g})"
+        )
 
     def _state(self, number: int) -> TuneState:
         return TuneState(
@@ -389,6 +437,8 @@ class Tuner:
                 for future in sorted(done, key=lambda f: running[f][0]):
                     number, proposal, base_config, config = running.pop(future)
                     self._record(number, proposal, base_config, config, future.result())
+                    if self.opts.recheck_every and number % self.opts.recheck_every == 0:
+                        self._recheck(number)
         finally:
             pool.shutdown(wait=True)
 

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, Field
 
-VERDICTS = ("baseline", "keep", "discard", "crash", "rejected")
+VERDICTS = ("baseline", "keep", "discard", "crash", "rejected", "recheck")
 
 
 class CitationRecord(BaseModel):
@@ -185,6 +185,17 @@ def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str
             for r in sel:
                 ax.scatter([r.trial] * len(r.values), r.values, c=colour, s=8, alpha=0.35, zorder=2)
     finite = [r.metric_mean for r in rows if math.isfinite(r.metric_mean)]
+    rechecks = [r for r in rows if r.verdict == "recheck" and math.isfinite(r.metric_mean)]
+    if rechecks:
+        ax.scatter(
+            [r.trial + 0.3 for r in rechecks],
+            [r.metric_mean for r in rechecks],
+            marker="D",
+            c="#9467bd",
+            s=22,
+            zorder=3,
+            label=f"incumbent re-checked ({len(rechecks)})",
+        )
     failed = [r for r in rows if r.verdict in ("crash", "rejected")]
     if failed and finite:
         y = max(finite) if direction == "min" else min(finite)
@@ -263,7 +274,7 @@ def report_section(rows: list[TrialRow], *, metric: str, direction: str, noise_s
         "| trial | verdict | mean | std | n | change | papers | cost s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    order = {"crash": 0, "rejected": 1, "discard": 2, "keep": 3, "baseline": 4}
+    order = {"crash": 0, "rejected": 1, "discard": 2, "keep": 3, "recheck": 4, "baseline": 5}
     for r in sorted(rows, key=lambda r: (order.get(r.verdict, 0), r.trial)):
         papers = ", ".join(f"{c.paper_id}{'' if c.verified else ' (unverified)'}" for c in r.citations) or "-"
         change = r.change.replace("|", "/")[:120]

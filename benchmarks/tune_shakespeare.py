@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--trial-time", type=float, default=None, help="seconds (default 60 on CPU, 300 with --gpu)")
     ap.add_argument("--baseline-seeds", type=int, default=3)
     ap.add_argument("--remeasure-seeds", type=int, default=2, help="fresh seeds to re-measure baseline and best on")
+    ap.add_argument("--recheck-every", type=int, default=5, help="re-measure the incumbent every n trials (0: off)")
     ap.add_argument("--sampler", default="tpe", choices=["tpe", "cmaes"])
     ap.add_argument("--gpu", action="store_true", help="the larger config with a 5-minute budget")
     ap.add_argument("--data", type=Path, default=None, help="tinyshakespeare input.txt (default: ../shared)")

@@ -378,3 +378,18 @@ def test_target_can_be_a_replications_run_dir(tmp_path: Path) -> None:
     assert record.status == "completed", record.digest
     spec = load_target(Path(record.run_dir))
     assert spec.root == target.resolve() and spec.baseline["x"] == 2.5 and "seed" not in spec.baseline
+
+
+def test_recheck_measures_drift_into_the_noise_floor(tmp_path: Path) -> None:
+    out = tmp_path / "tune"
+    target = toy_target(tmp_path, knobs={"x": {"type": "float", "low": 0.0, "high": 10.0}})
+    opts = TuneOptions(budget=2, trial_time_s=1, baseline_seeds=2, recheck_every=1, seed=3)
+    result = run_tune(target, opts, tune_dir=out, log=lambda line: None)
+    rows = Ledger.load(out).rows
+    rechecks = [r for r in rows if r.verdict == "recheck"]
+    assert [r.trial for r in rechecks] == [1, 2] and all(len(r.values) == 1 for r in rechecks)
+    assert rechecks[0].seeds == [500] and rechecks[1].seeds == [501]
+    kept_after = [r for r in rows if r.verdict in ("baseline", "keep")][-1]
+    assert len(result.best_values) == len(kept_after.values) + sum(
+        r.change.startswith(f"incumbent (trial {kept_after.trial})") for r in rechecks
+    )
