@@ -6,6 +6,10 @@ floor. Then each trial is one proposed change (Optuna knob values, LLM code/conf
 when its improvement over the incumbent beats the noise at the chosen confidence (close calls get more seeds first).
 The protected evaluation files are hashed before and after every trial; a trial that touches them is rejected.
 Every trial, whatever its fate (keep, discard, crash, rejected), is a row of the ledger (tune.tsv + tune.parquet).
+With a time budget, a busier machine trains fewer steps: `recheck_every` re-measures the incumbent on a fresh seed
+every n trials, and those values join the incumbent's group in the pooled noise, so drift raises the noise floor
+instead of passing for gains. With `parallel > 1`, trials run side by side from the incumbent at proposal time; each
+is judged against the incumbent at decision time, and a kept one becomes the incumbent as measured (its own code).
 
 Layout of a tune dir:
     target.json        the resolved target and options        tune.tsv / tune.parquet   the ledger
