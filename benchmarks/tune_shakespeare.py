@@ -98,6 +98,7 @@ def main() -> None:
         seeds=1,
         baseline_seeds=args.baseline_seeds,
         sampler=args.sampler,
+        recheck_every=args.recheck_every,
     )
     t0 = time.time()
     stamp = lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)  # noqa: E731
