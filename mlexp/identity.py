@@ -1,9 +1,9 @@
 """Experiment identity (§11 of the practices guide): a hash of the resolved config plus the commit of the code.
 
 Same config + same code = same identity = the run is skipped. Changed config or changed code = a new identity, so
-results from different code versions are never silently compared. The code commit is the git HEAD of the code dir's
-repository plus, when the code dir has uncommitted changes, a hash of those changes (a dirty tree is not the commit
-it says). A code dir outside git is identified by a hash of its source files.
+results from different code versions are never silently compared. The code commit is the last commit that touched
+the code dir plus, when the code dir has uncommitted changes, a hash of those changes (a dirty tree is not the
+commit it says). A code dir outside git is identified by a hash of its source files.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _files_hash(code_dir: Path, exclude: list[Path]) -> str:
 
 
 def code_commit(code_dir: Path, *, exclude: Iterable[Path] = ()) -> str:
-    """`<HEAD short sha>` for a clean git tree, `<sha>+<diff hash>` for a dirty one, `files-<hash>` outside git.
+    """`<sha>` of the last commit touching `code_dir`, `<sha>+<diff hash>` when dirty, `files-<hash>` outside git.
 
     Only changes inside `code_dir` count as dirty: a neighbour editing another part of the repo does not change
     the identity of this code. Paths under `exclude` (e.g. a runs root inside the code dir) never count.
@@ -110,7 +110,11 @@ def code_commit(code_dir: Path, *, exclude: Iterable[Path] = ()) -> str:
     head = _git(code_dir, "rev-parse", "--short=10", "HEAD")
     if head is None:
         return "files-" + _files_hash(code_dir, excluded)[:10]
-    head = head.strip()
+    # The last commit that touched the code dir, not HEAD: when the code dir is one folder of a larger repo, a
+    # commit elsewhere in that repo must not change the identity of this code (seeds of one series would get
+    # different identities, and completed runs would be repeated instead of skipped).
+    last = (_git(code_dir, "log", "-1", "--format=%H", "--", ".") or "").strip()
+    head = last[:10] if last else head.strip()
     diff = _git(code_dir, "diff", "HEAD", "--binary", "--", ".") or ""
     untracked = _git(code_dir, "ls-files", "--others", "--exclude-standard", "-z", "--", ".") or ""
     top = Path((_git(code_dir, "rev-parse", "--show-toplevel") or str(code_dir)).strip())

@@ -90,7 +90,7 @@ def test_config_hash_ignores_key_order_and_resolve_validates() -> None:
     assert make_identity("abcdef0123", "1234567") == "abcdef01_1234567"
 
 
-def test_code_commit_in_git_tracks_head_and_dirty_changes(tmp_path: Path) -> None:
+def test_code_commit_tracks_the_code_dirs_last_commit_and_dirty_changes(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     code = repo / "exp"
     code.mkdir(parents=True)
@@ -106,9 +106,18 @@ def test_code_commit_in_git_tracks_head_and_dirty_changes(tmp_path: Path) -> Non
     assert code_commit(code) == head
     (repo / "elsewhere.txt").write_text("a neighbour's change outside the code dir\n")
     assert code_commit(code) == head
+    # A commit elsewhere in the repo moves HEAD but not this code: the identity stays, so runs are not repeated.
+    git("-c", "user.email=a@b", "-c", "user.name=t", "add", "elsewhere.txt")
+    git("-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qm", "elsewhere")
+    assert git("rev-parse", "--short=10", "HEAD").strip() != head
+    assert code_commit(code) == head
     (code / "train.py").write_text("print(2)\n")
     dirty = code_commit(code)
     assert dirty.startswith(head + "+")
+    git("-c", "user.email=a@b", "-c", "user.name=t", "commit", "-qam", "change the code")
+    assert code_commit(code) == git("rev-parse", "--short=10", "HEAD").strip() != head
+    (code / "train.py").write_text("print(2)\n# dirty again\n")
+    dirty = code_commit(code)
     (code / "runs").mkdir()
     (code / "runs" / "out.json").write_text("{}")
     assert code_commit(code, exclude=[code / "runs"]) == dirty, "run outputs are not code"
