@@ -79,7 +79,14 @@ def add_cmd(
     """Add full-text PDFs (parsed, chunked with page numbers). Unchanged files are skipped; bad files reported."""
     ix = _open(index_dir, embedding_model, chroma_url)
     report = ix.add_pdfs(paths, progress=not quiet)
-    embedded = 0 if no_embed or not report.added else ix.embed(progress=not quiet)
+    embedded = 0
+    if report.added and not no_embed:
+        # embedding runs in unit order: embed the new chunks now only if nothing older is still waiting
+        # (otherwise this would silently start embedding a whole imported snapshot)
+        if ix.stats(with_dense=False)["lacking_embeddings"] <= report.chunks:
+            embedded = ix.embed(progress=not quiet)
+        else:
+            typer.echo("new chunks are searchable by keyword; run `replicate index embed` for their vectors", err=True)
     if as_json:
         _echo_json({**report.to_dict(), "embedded": embedded})
     else:
@@ -112,7 +119,7 @@ def embed_cmd(
     t0 = time.perf_counter()
     n = ix.embed(batch_size=batch_size, device=device, progress=not quiet, limit=limit)
     secs = time.perf_counter() - t0
-    rate = f" ({n / secs:,.0f}/s on {ix.embedder.device})" if n else ""
+    rate = f" ({n / secs:,.1f}/s on {ix.embedder.device}, model load included)" if n else ""
     typer.echo(f"embedded {n:,} units in {secs:.1f} s{rate}; recipe {ix.recipe.hash}")
 
 

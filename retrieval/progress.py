@@ -26,6 +26,7 @@ class Progress:
         self.pos = 0
         self.count = 0
         self._last = 0.0
+        self._drawn: tuple[int, int] | None = None
 
     def advance(self, n: int) -> None:
         self.update(self.pos + n, count=n)
@@ -43,6 +44,7 @@ class Progress:
         frac = min(self.pos / self.total, 1.0) if self.total else 1.0
         rate = self.count / elapsed
         eta = elapsed * (1 - frac) / frac if 0 < frac < 1 else 0.0
+        self._drawn = (self.pos, self.count)
         width = 28
         bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
         line = (
@@ -57,5 +59,6 @@ class Progress:
 
     def close(self) -> None:
         if self.enabled:
-            self._draw(time.perf_counter(), final=True)
+            if self.tty or self._drawn != (self.pos, self.count):  # off a terminal, never repeat a line
+                self._draw(time.perf_counter(), final=True)
             self.enabled = False
