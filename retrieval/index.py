@@ -130,6 +130,11 @@ class PaperIndex:
         self._embedder = None
         self._recipe: Recipe | None = None
         self._chroma = None
+        self._client = None
+        if chroma_url:  # a named server must be reachable now, not at the first dense query
+            from retrieval.dense import chroma_client
+
+            self._client = chroma_client(self.path / "chroma", chroma_url)
         self._vectors = None
         self._deleted: np.ndarray | None = None
 
@@ -174,7 +179,7 @@ class PaperIndex:
         if self._chroma is None:
             from retrieval.dense import ChromaSide, chroma_client
 
-            client = chroma_client(self.path / "chroma", self.chroma_url)
+            client = self._client or chroma_client(self.path / "chroma", self.chroma_url)
             self._chroma = ChromaSide(client, self.recipe.collection_name, self.recipe.as_dict(), self.chroma_url)
         return self._chroma
 

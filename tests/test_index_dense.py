@@ -130,7 +130,9 @@ def test_unreachable_chroma_server(embedded) -> None:
     path, _ = embedded
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(PaperIndexError, match="cannot reach the Chroma server"):
-        PaperIndex(path, chroma_url=url).embed(progress=False)
+        PaperIndex(path, chroma_url=url)
+    with pytest.raises(PaperIndexError, match="bad Chroma URL"):
+        PaperIndex(path, chroma_url="http://")
 
 
 def test_real_chroma_server(embedded, tmp_path: Path) -> None:
@@ -170,7 +172,9 @@ def test_real_chroma_server(embedded, tmp_path: Path) -> None:
         server.wait(timeout=30)
         log.close()
     with pytest.raises(PaperIndexError, match="Chroma server"):
-        PaperIndex(ix_dir, chroma_url=url).search("anything", mode="dense")
+        ix.search("anything else", mode="dense")  # the server died under an open index
+    with pytest.raises(PaperIndexError, match="cannot reach the Chroma server"):
+        PaperIndex(ix_dir, chroma_url=url)
 
 
 def test_add_pdfs_full_text(embedded, fashion_pdf: Path, tmp_path: Path) -> None:
