@@ -263,13 +263,17 @@ class ChromaSide:
     def upsert(self, uids: np.ndarray, vecs: np.ndarray) -> None:
         for s in range(0, len(uids), 5000):  # chromadb caps the batch size
             self._call(self.col.upsert, ids=[str(int(u)) for u in uids[s : s + 5000]], embeddings=vecs[s : s + 5000])
+        self._count = None
 
     def count(self) -> int:
         return int(self._call(self.col.count))
 
     def query(self, vec: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(uids, cosine similarities), best first."""
-        n = min(n, max(self.count(), 0))
+        # the collection size only caps n_results; counting scans chromadb's tables (slow at 1M), so do it once
+        if getattr(self, "_count", None) is None:
+            self._count = self.count()
+        n = min(n, max(self._count, 0))
         if n <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         res = self._call(self.col.query, query_embeddings=[vec.tolist()], n_results=n, include=["distances"])
