@@ -75,7 +75,10 @@ def find_related(state: State, config: RunnableConfig) -> Command[Literal["draft
     hits: list[dict[str, Any]] = []
     index_path = paths.index_dir()
     if not index_path.exists() or not any(index_path.iterdir()):
-        warnings.append(f"no paper index at {index_path}: related work not searched (build one with `replicate index`)")
+        warnings.append(
+            f"no paper index at {index_path}: related work not searched (build one with "
+            "`replicate index import FILE.jsonl[.gz]` or `replicate index add PDFS`)"
+        )
     else:
         from retrieval.index import PaperIndex
 
