@@ -109,11 +109,78 @@ def latency(ix: PaperIndex, queries: list[str], **kw) -> tuple[float, float, flo
     return pct(wall, 50), pct(wall, 95), pct(cpu, 50), pct(cpu, 95), n_hits / len(queries)
 
 
+def profile(ix: PaperIndex, queries: list[str], **kw) -> None:
+    """Per-stage wall-clock p50/p95 (ms) of one hybrid search, and chroma HNSW latency at several fetch depths."""
+    from retrieval.index import CANDIDATES
+
+    stages: dict[str, list[float]] = {}
+
+    def timed(name, fn, *a, **k):
+        t0 = time.perf_counter()
+        out = fn(*a, **k)
+        stages.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
+        return out
+
+    for q in queries:
+        ix.embedder._query_cache.clear()
+        qvec = timed("query embedding", ix.embedder.encode_query, q)
+        mask = timed("mask", ix._mask, kw.get("category"), kw.get("before"))
+        bm = timed("bm25 rank", ix._bm25_rank, q, mask, CANDIDATES)
+        dn = timed("dense rank (no embedding)", ix._dense_rank, q, mask, CANDIDATES)
+        fused: dict[int, float] = {}
+        for rank, row in enumerate(bm, 1):
+            fused[int(row)] = fused.get(int(row), 0.0) + 1 / rank
+        for rank, row in enumerate(dn, 1):
+            fused[int(row)] = fused.get(int(row), 0.0) + 1 / rank
+        timed("hits (sqlite + snippets)", ix._hits, q, fused, 10)
+        for fetch in (100, 1000, 1500, 2000, 4000):
+            timed(f"chroma query fetch={fetch}", ix.chroma.query, qvec, fetch)
+    for name, xs in stages.items():
+        print(f"    {name:<28} p50 {np.percentile(xs, 50):6.1f}  p95 {np.percentile(xs, 95):6.1f} ms", flush=True)
+
+
+def dense_recall(ix: PaperIndex, queries: list[str], fetches: list[int], **kw) -> None:
+    """Over-fetch quality of a filter: for each fetch depth F (FETCH_CAP set to F), the recall of the filtered dense
+    top-n against exact filtered scoring of every kept unit, and the overlap of the final hybrid top-10 with the
+    top-10 the exact dense ranking gives. Exact scoring is the reference, so F large enough reads 1.0/1.0."""
+    import retrieval.index as index_mod
+
+    n = index_mod.CANDIDATES
+    mask = ix._mask(kw.get("category"), kw.get("before"))
+    saved = index_mod.FETCH_CAP, index_mod.EXACT_MAX
+    res: dict[int, list[tuple[float, float]]] = {f: [] for f in fetches}
+    try:
+        for q in queries:
+            index_mod.EXACT_MAX = 10**9  # reference: exact scoring of all kept units
+            ref = ix._dense_rank(q, mask, n)
+            ref_top = [h.id for h in ix.search(q, k=10, **kw)]
+            index_mod.EXACT_MAX = 0
+            for f in fetches:
+                index_mod.FETCH_CAP = f
+                got = ix._dense_rank(q, mask, n)
+                top = [h.id for h in ix.search(q, k=10, **kw)]
+                res[f].append((len(set(got) & set(ref)) / max(len(ref), 1), len(set(top) & set(ref_top)) / 10))
+    finally:
+        index_mod.FETCH_CAP, index_mod.EXACT_MAX = saved
+    for f, xs in res.items():
+        a = np.array(xs)
+        print(
+            f"    fetch cap {f:5d}: dense recall@{n} mean {a[:, 0].mean():.3f} (min {a[:, 0].min():.2f}); "
+            f"hybrid top-10 overlap mean {a[:, 1].mean():.3f} (min {a[:, 1].min():.1f})",
+            flush=True,
+        )
+
+
 def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.Namespace) -> None:
     work = args.workdir / f"n{size}"
     work.mkdir(parents=True, exist_ok=True)
     corpus = work / "corpus.jsonl"
     print(f"\n== {size:,} records ==", flush=True)
+    if args.reuse:  # query-only: re-measure latency on an index kept by an earlier --keep run
+        ix = PaperIndex(work / "index")
+        query_phase(ix, base, args, dense=ix._ever_embedded())
+        ix.close()
+        return
     make_corpus(base, size, corpus)
     shutil.rmtree(work / "index", ignore_errors=True)
     ix = PaperIndex(work / "index")
@@ -134,14 +201,35 @@ def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.
         print(f"  vectors: {size:,} written to chromadb + vector file in {fill_s:.0f} s ({size / fill_s:,.0f}/s)")
     else:
         print(f"  NO dense vectors at this size (--dense-max {args.dense_max}): only BM25 latency is measured")
+    query_phase(ix, base, args, dense)
+    st = ix.stats()
+    print(f"  disk: {st['disk_bytes'] / 1e9:.2f} GB ({st['papers']:,} papers)")
+    ix.close()
+    if not args.keep:
+        shutil.rmtree(work / "index", ignore_errors=True)
+
+
+def query_phase(ix: PaperIndex, base: list[dict], args: argparse.Namespace, dense: bool) -> None:
     rng = random.Random(1)
     queries = [" ".join(base[rng.randrange(len(base))]["title"].split()) for _ in range(args.queries)]
     n_units = ix.bm25.n_units
+    filters = {k: v for k, v in FILTERS.items() if not args.filters or k in args.filters}
+    if args.profile:
+        for name, kw in filters.items():
+            print(f"  profile, filter {name} ({len(queries)} queries):", flush=True)
+            profile(ix, queries, **kw)
+        return
+    if args.recall:
+        for name, kw in filters.items():
+            print(f"  dense over-fetch recall vs exact, filter {name} ({len(queries)} queries):", flush=True)
+            dense_recall(ix, queries, args.recall, **kw)
+        return
     print(f"  query latency over {len(queries)} title queries, k=10 (ms):")
     print("  | mode   | filter                    | kept  | wall p50 | wall p95 | CPU p50 | CPU p95 | hits/q | load |")
     print("  |---|---|---|---|---|---|---|---|---|")
-    for mode in ("hybrid", "bm25") if dense else ("bm25",):
-        for name, kw in FILTERS.items():
+    modes = [m for m in ("hybrid", "bm25") if dense or m == "bm25"]
+    for mode in [m for m in modes if m in args.modes]:
+        for name, kw in filters.items():
             mask = ix._mask(kw.get("category"), kw.get("before"))
             kept = 1.0 if mask is None else mask.sum() / n_units
             w50, w95, c50, c95, hits = latency(ix, queries, mode=mode, **kw)
@@ -150,11 +238,6 @@ def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.
                 f"| {hits:6.1f} | {os.getloadavg()[0]:4.1f} |",
                 flush=True,
             )
-    st = ix.stats()
-    print(f"  disk: {st['disk_bytes'] / 1e9:.2f} GB ({st['papers']:,} papers)")
-    ix.close()
-    if not args.keep:
-        shutil.rmtree(work / "index", ignore_errors=True)
 
 
 def main() -> None:
@@ -171,6 +254,11 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--dense-max", type=int, default=None, help="skip the dense side for sizes above this")
     ap.add_argument("--keep", action="store_true", help="keep the built indexes")
+    ap.add_argument("--reuse", action="store_true", help="query-only: re-measure latency on indexes kept by --keep")
+    ap.add_argument("--filters", nargs="+", default=None, help=f"only these filter names: {list(FILTERS)}")
+    ap.add_argument("--modes", nargs="+", default=["hybrid", "bm25"], choices=["hybrid", "bm25"])
+    ap.add_argument("--profile", action="store_true", help="with --reuse: per-stage timings instead of the table")
+    ap.add_argument("--recall", type=int, nargs="+", default=None, help="with --reuse: over-fetch recall at these caps")
     args = ap.parse_args()
     base = load_base(args.source)
     print(f"base corpus: {len(base):,} real records from {args.source}")

@@ -137,6 +137,7 @@ class PaperIndex:
             self._client = chroma_client(self.path / "chroma", chroma_url)
         self._vectors = None
         self._deleted: np.ndarray | None = None
+        self._masks: dict[tuple, tuple[np.ndarray, int]] = {}  # (category, cutoff) -> (mask & ~deleted, kept)
 
     def close(self) -> None:
         self.docs.close()
@@ -259,6 +260,7 @@ class PaperIndex:
         finally:
             bar.close()
         self._deleted = None
+        self._masks = {}
         return n
 
     def rebuild_bm25(self, *, title_boost: int | None = None, progress: bool = False) -> int:
@@ -410,14 +412,29 @@ class PaperIndex:
 
     # -- search ------------------------------------------------------------------------------------------------
     def _mask(self, category: str | None, before: str | date | None) -> np.ndarray | None:
+        """Rows a filter keeps, deleted units already removed (None: no filter). Cached per filter until the next
+        BM25 sync: building it costs several 1M-element array passes, which a selective query cannot afford."""
+        return self._filter(category, before)[0]
+
+    def _filter(self, category: str | None, before: str | date | None) -> tuple[np.ndarray | None, int]:
         cutoff = _as_date(before)
+        if not category and cutoff is None:
+            return None, self.bm25.n_units
+        key = (category or None, cutoff, self.bm25.n_units)
+        hit = self._masks.get(key)
+        if hit is not None:
+            return hit
         mask = None
         if category:
-            mask = self.bm25.category_mask(category)
+            mask = self.bm25.category_mask(category).copy()
         if cutoff is not None:
             dmask = (self.bm25.dates < cutoff) & (self.bm25.dates > 0)
             mask = dmask if mask is None else (mask & dmask)
-        return mask
+        mask[self._deleted_rows()] = False
+        if len(self._masks) >= 32:
+            self._masks.clear()
+        self._masks[key] = (mask, int(mask.sum()))
+        return self._masks[key]
 
     def _deleted_rows(self) -> np.ndarray:
         if self._deleted is None:
@@ -430,29 +447,29 @@ class PaperIndex:
 
     def _bm25_rank(self, query: str, mask: np.ndarray | None, n: int) -> np.ndarray:
         scores = self.bm25.scores(query)
-        if mask is not None:
-            scores[~mask] = 0.0
         scores[self._deleted_rows()] = 0.0
         cand = np.flatnonzero(scores)
+        if mask is not None:  # filter the (few) matching rows, not the 1M-row score array
+            cand = cand[mask[cand]]
         if len(cand) > n:
             cand = cand[np.argpartition(-scores[cand], n)[:n]]
         return cand[np.argsort(-scores[cand], kind="stable")]
 
-    def _dense_rank(self, query: str, mask: np.ndarray | None, n: int) -> np.ndarray:
-        """Row numbers (BM25 row space) of the best dense matches, best first."""
+    def _dense_rank(self, query: str, mask: np.ndarray | None, n: int, kept: int | None = None) -> np.ndarray:
+        """Row numbers (BM25 row space) of the best dense matches, best first. `mask` comes from `_mask` (deleted
+        rows already removed); `kept` is its count when the caller has it."""
         embedded_hi = self._embedded_hi()
         if embedded_hi <= 1:
             return np.zeros(0, dtype=np.int64)
         qvec = self.embedder.encode_query(query)
         all_uids = self.bm25.uids
-        bad = np.zeros(len(all_uids), dtype=bool)
-        bad[self._deleted_rows()] = True
         if mask is not None:
-            kept = int(mask.sum())
+            kept = int(mask.sum()) if kept is None else kept
             if kept == 0:
                 return np.zeros(0, dtype=np.int64)
             if kept <= EXACT_MAX:  # few units kept: score them exactly from the local vector file
-                rows = np.flatnonzero(mask & ~bad & (all_uids < embedded_hi))
+                rows = np.flatnonzero(mask)
+                rows = rows[all_uids[rows] < embedded_hi]
                 sims = self.vectors.rows(all_uids[rows]) @ qvec
                 top = np.argsort(-sims, kind="stable")[:n]
                 return rows[top]
@@ -465,9 +482,10 @@ class PaperIndex:
         ok = rows < len(all_uids)
         ok[ok] = all_uids[rows[ok]] == uids[ok]  # drop units BM25 does not cover yet
         rows = rows[ok]
-        rows = rows[~bad[rows]]
         if mask is not None:
             rows = rows[mask[rows]]
+        elif len(self._deleted_rows()):
+            rows = rows[~np.isin(rows, self._deleted_rows())]
         return rows[:n]
 
     def search(
@@ -488,7 +506,7 @@ class PaperIndex:
         pending = self.docs.max_uid() + 1 - self.bm25.covered_hi
         if 0 < pending <= SYNC_ON_SEARCH_MAX:
             self._sync_bm25()
-        mask = self._mask(category, before)
+        mask, kept = self._filter(category, before)
         n = max(CANDIDATES, 3 * k)
         fused: dict[int, float] = {}
         if mode in ("hybrid", "bm25"):
@@ -497,18 +515,23 @@ class PaperIndex:
         if mode in ("hybrid", "dense"):
             if mode == "dense" and self._embedded_hi() <= 1:
                 raise PaperIndexError("no embeddings for this recipe yet: run `replicate index embed`")
-            for rank, row in enumerate(self._dense_rank(query, mask, n), 1):
+            for rank, row in enumerate(self._dense_rank(query, mask, n, kept), 1):
                 fused[int(row)] = fused.get(int(row), 0.0) + W_DENSE / (RRF_K + rank)
         return self._hits(query, fused, k)
 
     def _hits(self, query: str, fused: dict[int, float], k: int) -> list[Hit]:
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
-        uids = [int(self.bm25.uids[row]) for row, _ in ranked]
-        info = self.docs.unit_rows(uids)
         terms = set(self.bm25.tokenizer.terms(query))
         hits: list[Hit] = []
         seen: set[str] = set()
-        for (_row, score), uid in zip(ranked, uids, strict=True):
+        # Look units up in windows: the top ranks nearly always give the k papers, so reading all ~200 fused units'
+        # texts from SQLite is wasted work. A later window is read only when chunks of one paper fill the first.
+        info: dict[int, tuple] = {}
+        step = max(4 * k, 40)
+        for i, (row, score) in enumerate(ranked):
+            if i % step == 0:
+                info = self.docs.unit_rows([int(self.bm25.uids[r]) for r, _ in ranked[i : i + step]])
+            uid = int(self.bm25.uids[row])
             if uid not in info:
                 continue
             paper_id, chunk, page, text, title, year, source, abstract = info[uid]

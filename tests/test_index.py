@@ -145,6 +145,24 @@ def test_filters_by_category_and_date(slice300, tmp_path: Path) -> None:
         ix.search(query, before="May 2025")
 
 
+def test_filter_masks_are_cached_and_refreshed_by_new_units(arxiv_jsonl: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
+    first = write_slice(arxiv_jsonl, a, 150)
+    rest = write_slice(arxiv_jsonl, b, 150, start=150)
+    ix = PaperIndex(tmp_path / "ix")
+    ix.import_jsonl(a, progress=False)
+    mask = ix._mask("cs.CL", "2026-01-01")
+    assert ix._mask("cs.CL", "2026-01-01") is mask  # a repeated filter reuses its mask
+    assert ix._mask(None, None) is None
+    n_first = sum("cs.CL" in r["categories"].split() for r in first)
+    assert 0 < int(ix._mask("cs.CL", None).sum()) == n_first
+    ix.import_jsonl(b, progress=False)  # new units: the cached masks must not hide them
+    n_all = n_first + sum("cs.CL" in r["categories"].split() for r in rest)
+    assert int(ix._mask("cs.CL", None).sum()) == n_all > n_first
+    hits = ix.search("language models", k=300, category="cs.CL", mode="bm25")
+    assert any(h.id in {r["id"] for r in rest} for h in hits)
+
+
 def test_empty_index_and_bad_queries(tmp_path: Path) -> None:
     ix = PaperIndex(tmp_path / "ix")
     with pytest.raises(PaperIndexError, match="empty"):
