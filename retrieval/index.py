@@ -103,6 +103,19 @@ def _as_date(before: str | date | datetime | None) -> int | None:
         raise PaperIndexError(f"bad --before date {before!r}: expected YYYY-MM-DD") from exc
 
 
+_POOL = None
+
+
+def _pool():
+    """One shared worker thread for the dense side of hybrid searches (created on first use)."""
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dense-search")
+    return _POOL
+
+
 class PaperIndex:
     def __init__(
         self,
@@ -455,10 +468,13 @@ class PaperIndex:
             cand = cand[np.argpartition(-scores[cand], n)[:n]]
         return cand[np.argsort(-scores[cand], kind="stable")]
 
-    def _dense_rank(self, query: str, mask: np.ndarray | None, n: int, kept: int | None = None) -> np.ndarray:
+    def _dense_rank(
+        self, query: str, mask: np.ndarray | None, n: int, kept: int | None = None, embedded_hi: int | None = None
+    ) -> np.ndarray:
         """Row numbers (BM25 row space) of the best dense matches, best first. `mask` comes from `_mask` (deleted
-        rows already removed); `kept` is its count when the caller has it."""
-        embedded_hi = self._embedded_hi()
+        rows already removed); `kept` is its count when the caller has it. Given `embedded_hi`, it touches no SQLite
+        (so it can run in the search worker thread)."""
+        embedded_hi = self._embedded_hi() if embedded_hi is None else embedded_hi
         if embedded_hi <= 1:
             return np.zeros(0, dtype=np.int64)
         qvec = self.embedder.encode_query(query)
@@ -509,13 +525,22 @@ class PaperIndex:
         mask, kept = self._filter(category, before)
         n = max(CANDIDATES, 3 * k)
         fused: dict[int, float] = {}
+        if mode == "dense" and self._embedded_hi() <= 1:
+            raise PaperIndexError("no embeddings for this recipe yet: run `replicate index embed`")
+        dense = None
+        embedded_hi = self._embedded_hi() if mode != "bm25" else 1
+        if mode == "hybrid" and embedded_hi > 1:
+            # The dense side (query embedding + HNSW) and BM25 scoring both release the GIL for most of their time:
+            # run them side by side (measured at 1M units: ~18 ms embedding + 10-30 ms HNSW vs ~18 ms BM25). The
+            # lazily opened parts are opened here, in the caller's thread (SQLite objects are per thread).
+            _ = self.recipe, self.vectors, self.chroma, self._deleted_rows()
+            dense = _pool().submit(self._dense_rank, query, mask, n, kept, embedded_hi)
         if mode in ("hybrid", "bm25"):
             for rank, row in enumerate(self._bm25_rank(query, mask, n), 1):
                 fused[int(row)] = fused.get(int(row), 0.0) + W_BM25 / (RRF_K + rank)
         if mode in ("hybrid", "dense"):
-            if mode == "dense" and self._embedded_hi() <= 1:
-                raise PaperIndexError("no embeddings for this recipe yet: run `replicate index embed`")
-            for rank, row in enumerate(self._dense_rank(query, mask, n, kept), 1):
+            rows = dense.result() if dense is not None else self._dense_rank(query, mask, n, kept, embedded_hi)
+            for rank, row in enumerate(rows, 1):
                 fused[int(row)] = fused.get(int(row), 0.0) + W_DENSE / (RRF_K + rank)
         return self._hits(query, fused, k)
 
