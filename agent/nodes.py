@@ -22,6 +22,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import Command
 from rich.console import Console
 from rich.markup import escape
 
@@ -80,6 +81,13 @@ def add_warning(state: State, message: str) -> list[str]:
 def ask(reason: str, question: str, retry: str) -> dict[str, Any]:
     """The question ask_researcher puts to the researcher; `retry` is the node an approve sends the flow back to."""
     return {"reason": reason, "question": question, "retry": retry}
+
+
+def llm_failed(state: State, node: str, exc: Exception, message: str, **update: Any) -> Command:
+    """An LLM reply that stayed invalid after its retries: record it and ask the researcher (approve retries `node`)."""
+    question = ask(f"{node} failed", message, node)
+    failures = add_failure(state, node, "llm_output", str(exc))
+    return Command(goto="ask_researcher", update={**update, "failures": failures, "question": question})
 
 
 @contextmanager

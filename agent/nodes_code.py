@@ -29,6 +29,7 @@ from agent.nodes import (
     ask,
     auto_approve,
     chat_model,
+    llm_failed,
     log_dir,
     progress,
     say,
@@ -134,13 +135,8 @@ def implement_code(
                 metadata={"replication": state["id"]},
             )
     except LLMOutputError as exc:
-        question = ask(
-            "implement_code failed",
-            f"{exc}. Approve to retry (--feedback adds guidance), reject to stop.",
-            "implement_code",
-        )
-        update = {"failures": add_failure(state, "implement_code", "llm_output", str(exc)), "question": question}
-        return Command(goto="ask_researcher", update={**update, "llm_usage": usage(state)})
+        message = f"{exc}. Approve to retry (--feedback adds guidance), reject to stop."
+        return llm_failed(state, "implement_code", exc, message, llm_usage=usage(state))
     if not change.data_available:
         return _data_question(state, "implement_code", change.question or "The LLM reports the data is unavailable.")
     try:
@@ -284,9 +280,7 @@ def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke
                 metadata={"replication": state["id"], "fix_attempt": attempt},
             )
     except LLMOutputError as exc:
-        question = ask("fix_code failed", f"{exc}. Approve to retry, reject to stop.", "fix_code")
-        failures = add_failure(state, "fix_code", "llm_output", str(exc))
-        return Command(goto="ask_researcher", update={**base, "failures": failures, "question": question})
+        return llm_failed(state, "fix_code", exc, f"{exc}. Approve to retry, reject to stop.", **base)
     if not change.data_available:
         return _data_question(state, "fix_code", change.question or "The LLM reports the data is unavailable.")
     try:

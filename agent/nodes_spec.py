@@ -15,11 +15,10 @@ from agent.errors import LLMOutputError
 from agent.llm import structured_call
 from agent.nodes import (
     MAX_LLM_RETRIES,
-    add_failure,
     add_warning,
-    ask,
     auto_approve,
     chat_model,
+    llm_failed,
     load_paper,
     log_dir,
     progress,
@@ -179,13 +178,8 @@ def draft_spec(state: State, config: RunnableConfig) -> Command[Literal["review_
                 metadata={"replication": state["id"]},
             )
     except LLMOutputError as exc:
-        question = ask(
-            "draft_spec failed",
-            f"No valid spec from the LLM: {exc}. Approve to retry (--feedback adds guidance), reject to stop.",
-            "draft_spec",
-        )
-        update = {"failures": add_failure(state, "draft_spec", "llm_output", str(exc)), "question": question}
-        return Command(goto="ask_researcher", update={**update, "llm_usage": usage(state), "stage": "draft_spec"})
+        message = f"No valid spec from the LLM: {exc}. Approve to retry (--feedback adds guidance), reject to stop."
+        return llm_failed(state, "draft_spec", exc, message, llm_usage=usage(state), stage="draft_spec")
     json_path, md_path = save_spec(spec, spec_dir(paper.slug, state["id"]), title=paper.title)
     say(f"Spec drafted: {md_path}")
     return Command(

@@ -175,13 +175,7 @@ class Registry:
 
     def find(self, prefix: str) -> RunRecord:
         """The one run whose identity starts with `prefix` (or whose run dir name equals it)."""
-        matches = [r for r in self.all() if r.identity.startswith(prefix) or Path(r.run_dir).name == prefix]
-        if not matches:
-            raise RegistryError(f"no run matches {prefix!r} in {self.path}")
-        if len(matches) > 1:
-            names = ", ".join(r.identity for r in matches[:5])
-            raise RegistryError(f"{prefix!r} matches {len(matches)} runs ({names}); give more characters")
-        return matches[0]
+        return _unique_match(self.all(), prefix, f"in {self.path}")
 
 
 def list_runs(runs_root: str | Path, *, nested: bool = False) -> list[RunRecord]:
@@ -206,15 +200,8 @@ def discover_registries(root: str | Path, depth: int = 3) -> list[Path]:
 
 def find_run(root: str | Path, prefix: str) -> RunRecord:
     """The one run, in any registry under `root`, whose identity starts with `prefix`."""
-    matches = []
-    for path in discover_registries(root):
-        matches += [r for r in Registry(path).all() if r.identity.startswith(prefix) or Path(r.run_dir).name == prefix]
-    if not matches:
-        raise RegistryError(f"no run matches {prefix!r} under {root}")
-    if len(matches) > 1:
-        names = ", ".join(r.identity for r in matches[:5])
-        raise RegistryError(f"{prefix!r} matches {len(matches)} runs ({names}); give more characters")
-    return matches[0]
+    records = [r for path in discover_registries(root) for r in Registry(path).all()]
+    return _unique_match(records, prefix, f"under {root}")
 
 
 # -- runs.yaml stability log -------------------------------------------------------------------------------------
@@ -282,3 +269,14 @@ class StabilityLog:
 
 
 ENV_KEYS = ("server", "host", "gpu", "cuda", "python", "torch", "vllm", "transformers", "sklearn", "numpy", "ray")
+
+
+def _unique_match(records: list[RunRecord], prefix: str, where: str) -> RunRecord:
+    """The one record whose identity starts with `prefix` (or whose run dir name equals it); else a clear error."""
+    matches = [r for r in records if r.identity.startswith(prefix) or Path(r.run_dir).name == prefix]
+    if not matches:
+        raise RegistryError(f"no run matches {prefix!r} {where}")
+    if len(matches) > 1:
+        names = ", ".join(r.identity for r in matches[:5])
+        raise RegistryError(f"{prefix!r} matches {len(matches)} runs ({names}); give more characters")
+    return matches[0]
