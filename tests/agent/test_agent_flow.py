@@ -23,7 +23,7 @@ import pytest
 
 from retrieval.ingest import parse_pdf
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REPLICATE = Path(sys.executable).parent / "replicate"
 TEMPLATE = REPO / "tests" / "scripts" / "fashion_mnist_logreg.json"
 TRAIN_PY = REPO / "examples" / "fashion_mnist_logreg" / "train.py"

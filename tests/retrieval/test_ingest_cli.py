@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pdfgen
+from tests import pdfgen
 import pytest
 
 REPLICATE = Path(sys.executable).with_name("replicate")

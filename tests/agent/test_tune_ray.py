@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_mlexp_ray import ray_head  # noqa: F401  (the fixture: a private Ray head on 127.0.0.1)
-from test_tune import git, toy_target
+from tests.mlexp.test_mlexp_ray import ray_head  # noqa: F401  (the fixture: a private Ray head on 127.0.0.1)
+from tests.agent.test_tune import git, toy_target
 
 from agent.tune import TuneOptions, run_tune
 from agent.tune_ledger import Ledger

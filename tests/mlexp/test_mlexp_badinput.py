@@ -13,7 +13,7 @@ import pytest
 import mlexp
 from mlexp import atomic
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OK_SCRIPT = "print('=== FINAL METRICS ===')\nprint('score: 1.0')\n"
 
 

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-import pdfgen
+from tests import pdfgen
 import pytest
 
 from retrieval.errors import IngestError

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("REPLICATE_SHARED", REPO.parent / "shared"))
 PDF = SHARED / "papers/fashion-mnist-xiao2017.pdf"
 DATA = SHARED / "data/fashion-mnist"

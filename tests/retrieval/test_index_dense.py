@@ -22,7 +22,7 @@ import pytest
 import retrieval.index as index_mod
 from retrieval import OfflineError, PaperIndex, PaperIndexError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N = 24
 
 

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_mlexp_e2e import EXAMPLE, README_INFO, check_run_dir, small_config
+from tests.mlexp.test_mlexp_e2e import EXAMPLE, README_INFO, check_run_dir, small_config
 
 import mlexp
 

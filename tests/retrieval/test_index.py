@@ -22,7 +22,7 @@ from retrieval import PaperIndex, PaperIndexError, bm25_store
 from retrieval.arxiv_import import parse_line, publication_date
 from retrieval.chunking import chunk_pages
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_slice(src: Path, dest: Path, n: int, start: int = 0) -> list[dict]:

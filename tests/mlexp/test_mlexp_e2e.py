@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import mlexp
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist_logreg"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fashion_mnist_logreg"
 README_INFO = {
     "purpose": "Check that a linear model reaches the paper's LogisticRegression accuracy on Fashion-MNIST.",
     "scope": "subset of the official train/test files",

@@ -22,7 +22,7 @@ from agent.tune import TuneOptions, run_tune
 from agent.tune_ledger import Ledger
 from agent.tune_target import TuneTargetError, load_target
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "tinyshakespeare_gpt"
 ZCLIP = "2504.02507"  # "ZClip: Adaptive Spike Mitigation for LLM Pre-Training", in the shared arXiv sample
 

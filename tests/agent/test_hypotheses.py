@@ -25,7 +25,7 @@ from mlexp.compare import compare
 from mlexp.log import RunLogger
 from retrieval.models import Claim, PageText, Paper, Setup, SetupItem
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def paper_with(claims=(), setup=(), text=""):
