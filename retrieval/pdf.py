@@ -27,11 +27,18 @@ _CHAR_FIXES = str.maketrans(
 _BOLD_FONT = re.compile(r"bold|black|heavy|medi|semibold|demi", re.IGNORECASE)
 
 
+# Small-caps fonts whose glyph names map to the long s and the dotless i ("DATAſET", "ARCHıTECTURE"): inside an
+# otherwise upper-case word they are the letters S and I.
+_SMALL_CAPS_GLYPH = re.compile(r"(?<=[A-Z])[\u017f\u0131]|[\u017f\u0131](?=[A-Z])")
+
+
 def clean(text: str) -> str:
     """Normalise characters that differ between PDFs but not in meaning (minus sign, odd spaces, ligatures)."""
     text = text.translate(_CHAR_FIXES)
     if "\ufb00" in text or "\ufb03" in text or "\ufb04" in text:
         text = text.replace("\ufb00", "ff").replace("\ufb03", "ffi").replace("\ufb04", "ffl")
+    if "\u017f" in text or "\u0131" in text:
+        text = _SMALL_CAPS_GLYPH.sub(lambda m: "S" if m.group(0) == "\u017f" else "I", text)
     return text
 
 
@@ -102,6 +109,13 @@ class Line:
     size: float  # largest font size on the line
     bold: bool  # most characters in a bold/medium face
     block: int  # index of the pymupdf block it came from
+    pieces: list[tuple[float, float]] = field(default_factory=list)  # x-extents of its spans, left to right
+
+    @property
+    def gaps(self) -> list[float]:
+        """Horizontal gaps between consecutive spans: a table row has gaps of several ems, a heading none."""
+        ordered = sorted(self.pieces)
+        return [b[0] - a[1] for a, b in zip(ordered, ordered[1:], strict=False)]
 
     @property
     def height(self) -> float:
@@ -196,9 +210,14 @@ def _is_bold(span: dict) -> bool:
     return bool(span.get("flags", 0) & 16) or bool(_BOLD_FONT.search(span.get("font", "")))
 
 
-def read_page(page: pymupdf.Page) -> PageData:
-    textpage = page.get_textpage(flags=TEXT_FLAGS)
-    raw_words = page.get_text("words", textpage=textpage)
+def read_page(
+    page: pymupdf.Page, *, info: dict | None = None, raw_words: list | None = None, has_images: bool | None = None
+) -> PageData:
+    """Build a `PageData` from a page's dict and words extraction (read here unless `_read_page_of` did)."""
+    if info is None or raw_words is None:
+        textpage = page.get_textpage(flags=TEXT_FLAGS)
+        info = page.get_text("dict", textpage=textpage)
+        raw_words = page.get_text("words", textpage=textpage)
     # Words of rotated text come out tall and narrow; they are margin stamps, never table cells.
     words = [
         Word(w[0], w[1], w[2], w[3], clean(w[4]))
@@ -206,7 +225,6 @@ def read_page(page: pymupdf.Page) -> PageData:
         if w[4].strip() and not (len(w[4]) > 2 and (w[3] - w[1]) > 2.5 * (w[2] - w[0]))
     ]
     margin: list[str] = []
-    info = page.get_text("dict", textpage=textpage)
     blocks: list[Block] = []
     for b_index, block in enumerate(info["blocks"]):
         if block.get("type", 0) != 0:
@@ -225,6 +243,7 @@ def read_page(page: pymupdf.Page) -> PageData:
             size = max(s["size"] for s in spans)
             bold_chars = sum(len(s["text"]) for s in spans if _is_bold(s))
             bold = bold_chars * 2 > sum(len(s["text"]) for s in spans)
+            pieces = [(s["bbox"][0], s["bbox"][2]) for s in spans]
             prev = merged[-1] if merged else None
             if prev is not None and min(prev.y1, y1) - max(prev.y0, y0) > 0.5 * min(prev.height, y1 - y0):
                 # Same baseline as the previous line of this block: one visual line ("1" + "Introduction").
@@ -233,23 +252,38 @@ def read_page(page: pymupdf.Page) -> PageData:
                 prev.x1, prev.y1 = max(prev.x1, x1), max(prev.y1, y1)
                 prev.size = max(prev.size, size)
                 prev.bold = prev.bold and bold
+                prev.pieces.extend(pieces)
                 continue
-            merged.append(Line(x0, y0, x1, y1, text, size, bold, b_index))
+            merged.append(Line(x0, y0, x1, y1, text, size, bold, b_index, pieces))
         if merged:
             bx0, by0, bx1, by1 = block["bbox"]
             blocks.append(Block(bx0, by0, bx1, by1, merged))
-    has_images = any(b.get("type") == 1 for b in info["blocks"]) or bool(page.get_images(full=False))
+    if has_images is None:
+        has_images = bool(page.get_images(full=False))
+    has_images = has_images or any(b.get("type") == 1 for b in info["blocks"])
     return PageData(page.number + 1, page.rect.width, page.rect.height, words, blocks, has_images, margin)
+
+
+def _read_page_of(doc: pymupdf.Document, index: int, path: Path) -> PageData:
+    """Load and read one page. Only pymupdf's own errors (a damaged content stream in the user's file, which
+    surfaces when the page is parsed) become the one-line "corrupt PDF page"; a bug of ours in `read_page`
+    propagates with its traceback."""
+    try:
+        page = doc.load_page(index)
+        textpage = page.get_textpage(flags=TEXT_FLAGS)
+        info = page.get_text("dict", textpage=textpage)
+        raw_words = page.get_text("words", textpage=textpage)
+        has_images = bool(page.get_images(full=False))
+    except (pymupdf.mupdf.FzErrorBase, pymupdf.FileDataError) as exc:  # mupdf's errors for a broken page
+        raise IngestError(f"{path}: corrupt PDF page {index + 1} ({collapse(str(exc))[:120]})") from exc
+    return read_page(page, info=info, raw_words=raw_words, has_images=has_images)
 
 
 def read_pdf(path: Path) -> tuple[list[PageData], dict, str]:
     """Validate and read every page. Returns (pages, pdf metadata, sha256 of the file)."""
     doc, data = open_pdf(path)
     try:
-        try:
-            pages = [read_page(page) for page in doc]
-        except Exception as exc:  # a damaged content stream surfaces only when a page is parsed
-            raise IngestError(f"{path}: corrupt PDF page ({collapse(str(exc))[:120]})") from exc
+        pages = [_read_page_of(doc, index, path) for index in range(doc.page_count)]
         metadata = dict(doc.metadata or {})
     finally:
         doc.close()
@@ -299,6 +333,9 @@ def find_headings(pages: list[PageData], body_size: float) -> list[Heading]:
                 if not re.search(r"[A-Za-z]{3}", text):  # page numbers, "3.2", stray labels
                     continue
                 numbered = NUMBERED_HEADING.match(text)
+                gaps = line.gaps[1:] if numbered else line.gaps
+                if any(g > 1.5 * line.size for g in gaps):
+                    continue  # cells of a table row ("Model   t-stat   df"), not a title
                 named = HEADING_NAMES.match(numbered.group("title") if numbered else text)
                 larger = line.size >= body_size + 0.9
                 if text.endswith((".", ",", ";")) and not (named and len(text.split()) <= 3):

@@ -419,7 +419,9 @@ def _is_paragraph(row: Row, width: float, gap: float) -> bool:
     def wordy(words: list[Word]) -> int:
         return sum(1 for w in words if re.fullmatch(r"[A-Za-z][a-z'’-]*[,.;:]?", w.text))
 
-    if any(b.x0 - a.x1 > 2 * gap for a, b in zip(row.words, row.words[1:], strict=False)):
+    # A gap of a full em is never a word space, even in justified text; small table fonts have narrow gutters.
+    limit = min(2 * gap, 1.0 * median(w.y1 - w.y0 for w in row.words))
+    if any(b.x0 - a.x1 > limit for a, b in zip(row.words, row.words[1:], strict=False)):
         # Several cells: prose only if each side is a long run of plain words (the two text columns of a page
         # beside a full-width table), not a table row with a description cell.
         segments = row.segments or [Segment(row.words[0].x0, row.words[-1].x1, row.words)]

@@ -26,7 +26,7 @@ def generated(request, tmp_path_factory) -> tuple[Path, Paper]:
 
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory) -> Paper:
-    from conftest import SHARED
+    from tests.conftest import SHARED
 
     path = SHARED / "papers/fashion-mnist-xiao2017.pdf"
     if not path.exists():
@@ -288,7 +288,7 @@ def test_fashion_table3_claims(fashion):
             assert claim.metric == "test accuracy" and claim.higher_is_better is True
     # Cross-check every value against the numbers in pymupdf's plain text of pages 3-6, in order.
     import pymupdf
-    from conftest import SHARED
+    from tests.conftest import SHARED
 
     with pymupdf.open(SHARED / "papers/fashion-mnist-xiao2017.pdf") as doc:
         text = "\n".join(doc[i].get_text() for i in range(2, 6))
