@@ -25,3 +25,5 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check agent retrieval mlexp tests benchmarks examples
+	# [tool.mypy] in pyproject.toml names the packages it checks (agent, retrieval, mlexp).
+	$(BIN)/mypy
