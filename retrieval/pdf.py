@@ -22,7 +22,10 @@ from retrieval.errors import IngestError
 TEXT_FLAGS = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP | pymupdf.TEXT_CID_FOR_UNKNOWN_UNICODE
 
 _CHAR_FIXES = str.maketrans(
-    {"\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2212": "-", "\ufb01": "fi", "\ufb02": "fl", "\u00ad": ""}
+    {
+        "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2212": "-", "\ufb01": "fi", "\ufb02": "fl", "\u00ad": "",
+        "\u2206": "\u0394",  # INCREMENT, as math fonts print a capital delta
+    }
 )
 _BOLD_FONT = re.compile(r"bold|black|heavy|medi|semibold|demi", re.IGNORECASE)
 
@@ -210,6 +213,42 @@ def _is_bold(span: dict) -> bool:
     return bool(span.get("flags", 0) & 16) or bool(_BOLD_FONT.search(span.get("font", "")))
 
 
+def _inside(word: Word, box: tuple[float, float, float, float]) -> bool:
+    return box[0] - 0.5 <= word.xc <= box[2] + 0.5 and box[1] - 0.5 <= word.yc <= box[3] + 0.5
+
+
+def line_number_boxes(info: dict) -> set[tuple[float, float, float, float]]:
+    """Boxes of margin line numbers (review and submission builds: "822", "823", ... beside every text line).
+
+    A line number is a text line of digits only, right- or left-aligned with others in a narrow band outside the
+    text body (left of all other text or right of it), and the band counts up by one from top to bottom. A
+    table's rank column sits inside the body, so it is never taken for one.
+    """
+    numbers: list[tuple[float, float, float, float, int]] = []
+    others_x0, others_x1 = [], []
+    for block in info["blocks"]:
+        for line in block.get("lines", ()):
+            text = "".join(s["text"] for s in line["spans"]).strip()
+            x0, y0, x1, y1 = line["bbox"]
+            if re.fullmatch(r"\d{1,4}", text) and line.get("dir", (1, 0))[0] > 0.99:
+                numbers.append((x0, y0, x1, y1, int(text)))
+            elif text:
+                others_x0.append(x0)
+                others_x1.append(x1)
+    if len(numbers) < 5 or not others_x0:
+        return set()
+    body_left, body_right = min(others_x0), max(others_x1)
+    found: set[tuple[float, float, float, float]] = set()
+    for outside in (lambda n: n[2] <= body_left + 1, lambda n: n[0] >= body_right - 1):
+        band = sorted((n for n in numbers if outside(n)), key=lambda n: n[1])
+        if len(band) < 5:
+            continue
+        steps = [b[4] - a[4] for a, b in zip(band, band[1:], strict=False)]
+        if sum(1 for step in steps if step == 1) >= 0.8 * len(steps):
+            found.update(n[:4] for n in band)
+    return found
+
+
 def read_page(
     page: pymupdf.Page, *, info: dict | None = None, raw_words: list | None = None, has_images: bool | None = None
 ) -> PageData:
@@ -224,6 +263,9 @@ def read_page(
         for w in raw_words
         if w[4].strip() and not (len(w[4]) > 2 and (w[3] - w[1]) > 2.5 * (w[2] - w[0]))
     ]
+    numbering = line_number_boxes(info)
+    if numbering:
+        words = [w for w in words if not any(_inside(w, box) for box in numbering)]
     margin: list[str] = []
     blocks: list[Block] = []
     for b_index, block in enumerate(info["blocks"]):
@@ -231,6 +273,8 @@ def read_page(
             continue
         merged: list[Line] = []
         for line in block["lines"]:
+            if numbering and tuple(line["bbox"]) in numbering:
+                continue
             direction = line.get("dir", (1, 0))
             if abs(direction[0] - 1) > 0.01:  # rotated text (arXiv stamp in the margin): not part of the body
                 margin.append(clean("".join(s["text"] for s in line["spans"])).strip())
@@ -287,10 +331,45 @@ def read_pdf(path: Path) -> tuple[list[PageData], dict, str]:
         metadata = dict(doc.metadata or {})
     finally:
         doc.close()
+    strip_running_heads(pages)
     if not any(page.words for page in pages):
         what = "scanned images only" if any(page.has_images for page in pages) else "no text"
         raise IngestError(f"{path}: PDF has no text layer ({what}); run OCR first, e.g. ocrmypdf in.pdf out.pdf")
     return pages, metadata, hashlib.sha256(data).hexdigest()
+
+
+def _furniture_key(text: str) -> str:
+    return re.sub(r"\d+", "#", collapse(text)).strip().lower()
+
+
+def strip_running_heads(pages: list[PageData]) -> None:
+    """Drop running heads and feet: lines in the top or bottom 8% of the page whose text (digits ignored) recurs on
+    at least three pages ("[Re] When Does Label Smoothing Help?   UNDER REVIEW", "ReScience C 6.1 - 2020"). They
+    are not part of any table or sentence, and a caption's search for its grid must not land on them."""
+    if len(pages) < 3:
+        return
+    seen: dict[str, set[int]] = {}
+    for page in pages:
+        for line in page.lines:
+            if line.y1 < 0.08 * page.height or line.y0 > 0.92 * page.height:
+                seen.setdefault(_furniture_key(line.text), set()).add(page.number)
+    recurring = {key for key, where in seen.items() if len(where) >= 3 and key not in ("", "#")}
+    for page in pages:
+        bands = []
+        for block in page.blocks:
+            kept = []
+            for line in block.lines:
+                edge = line.y1 < 0.08 * page.height or line.y0 > 0.92 * page.height
+                if edge and _furniture_key(line.text) in recurring:
+                    bands.append(line)
+                else:
+                    kept.append(line)
+            block.lines = kept
+        if bands:
+            page.blocks = [block for block in page.blocks if block.lines]
+            page.words = [
+                w for w in page.words if not any(b.x0 - 1 <= w.xc <= b.x1 + 1 and b.y0 - 1 <= w.yc <= b.y1 + 1 for b in bands)
+            ]
 
 
 def body_font_size(pages: list[PageData]) -> float:
