@@ -488,6 +488,30 @@ def _side_rows(page: PageData, x0: float, x1: float, split: float | None) -> tup
     return rows, gap
 
 
+def caption_range(page: PageData, hit: CaptionHit, split: float | None) -> tuple[float, float]:
+    """The x-range a caption's grid may occupy: its text column, narrowed by whatever sits beside the caption.
+
+    Text beside the caption (the other caption of two side-by-side tables in one float, the body text that a
+    wrapped table sits in, the other column of a two-column page) belongs to something else, so the range ends
+    halfway between the caption and its nearest neighbour on each side.
+    """
+    if split is not None and hit.x1 <= split + 5:
+        x0, x1 = 0.0, split
+    elif split is not None and hit.x0 >= split - 5:
+        x0, x1 = split, page.width
+    else:
+        x0, x1 = 0.0, page.width
+    for line in page.lines:
+        height = line.y1 - line.y0
+        if min(line.y1, hit.y1) - max(line.y0, hit.y0) < 0.5 * height or len(line.text.strip()) < 2:
+            continue
+        if line.x1 < hit.x0 - 2:
+            x0 = max(x0, (line.x1 + hit.x0) / 2)
+        elif line.x0 > hit.x1 + 2:
+            x1 = min(x1, (hit.x1 + line.x0) / 2)
+    return x0, x1
+
+
 def _sides(page: PageData, split: float | None) -> list[tuple[float, float]]:
     return [(0.0, split), (split, page.width)] if split is not None else [(0.0, page.width)]
 
@@ -510,12 +534,7 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
         cache: dict[tuple[float, float], tuple[list[Row], float]] = {}
         claimed: list[tuple[float, float, float, float]] = [(c.x0, c.y0, c.x1, c.y1) for c in captions]
         for hit in (c for c in captions if c.kind == "table"):
-            if split is not None and hit.line.x1 <= split + 5:
-                x0, x1 = 0.0, split
-            elif split is not None and hit.line.x0 >= split - 5:
-                x0, x1 = split, page.width
-            else:
-                x0, x1 = 0.0, page.width
+            x0, x1 = caption_range(page, hit, split)
             if (x0, x1) not in cache:
                 cache[(x0, x1)] = _side_rows(page, x0, x1, split)
             rows, gap = cache[(x0, x1)]
