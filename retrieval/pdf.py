@@ -30,9 +30,10 @@ _CHAR_FIXES = str.maketrans(
 _BOLD_FONT = re.compile(r"bold|black|heavy|medi|semibold|demi", re.IGNORECASE)
 
 
-# Small-caps fonts whose glyph names map to the long s and the dotless i ("DATAſET", "ARCHıTECTURE"): inside an
+# Small-caps fonts whose glyph names map to the long s, the dotless i and kra ("DATAſET", "ARCHıTECTURE"): inside an
 # otherwise upper-case word they are the letters S and I.
-_SMALL_CAPS_GLYPH = re.compile(r"(?<=[A-Z])[\u017f\u0131]|[\u017f\u0131](?=[A-Z])")
+_SMALL_CAPS_GLYPH = re.compile(r"(?<=[A-Z])[\u017f\u0131\u0138]|[\u017f\u0131\u0138](?=[A-Z])")
+_SMALL_CAPS_LETTER = {"\u017f": "S", "\u0131": "I", "\u0138": "K"}
 
 
 def clean(text: str) -> str:
@@ -40,8 +41,8 @@ def clean(text: str) -> str:
     text = text.translate(_CHAR_FIXES)
     if "\ufb00" in text or "\ufb03" in text or "\ufb04" in text:
         text = text.replace("\ufb00", "ff").replace("\ufb03", "ffi").replace("\ufb04", "ffl")
-    if "\u017f" in text or "\u0131" in text:
-        text = _SMALL_CAPS_GLYPH.sub(lambda m: "S" if m.group(0) == "\u017f" else "I", text)
+    if "\u017f" in text or "\u0131" in text or "\u0138" in text:
+        text = _SMALL_CAPS_GLYPH.sub(lambda m: _SMALL_CAPS_LETTER[m.group(0)], text)
     return text
 
 

@@ -432,6 +432,17 @@ def _is_paragraph(row: Row, width: float, gap: float) -> bool:
     return wordy(row.words) >= 0.6 * len(row.words) or row.words[-1].x1 - row.words[0].x0 >= 0.6 * width
 
 
+def _aligned(row: Row, taken: list[Row]) -> bool:
+    """Does a numeric row sit on the grid of the rows already taken (most of its cells end where theirs end)?"""
+    if len(row.segments) < 3 or not row.numeric():
+        return False
+    edges = [seg.x1 for r in taken for seg in r.segments if len(r.segments) >= 3]
+    if not edges:
+        return False
+    matched = sum(1 for seg in row.segments if any(abs(seg.x1 - e) <= 3.0 for e in edges))
+    return matched >= 0.6 * len(row.segments)
+
+
 def _walk(
     rows: list[Row], start: int, step: int, width: float, gap: float, stops: list[tuple[float, float]]
 ) -> tuple[list[Row], bool]:
@@ -462,8 +473,8 @@ def _walk(
                 limit = max(1.2 * unit, 2.5 * median(gaps) + 2.0)
             else:
                 limit = max(1.5 * unit, 2.5 * median(gaps) + 2.0) if gaps else 2.5 * unit
-            if distance > limit:
-                break
+            if distance > limit and not (distance <= 3.5 * unit and _aligned(row, taken)):
+                break  # a group gap (\addlinespace, a mid rule) is crossed only by a row on the same grid
             if len(row.segments) == 1 and re.fullmatch(r"[A-Z][^0-9]*[a-z]\.", row.text) and len(row.words) >= 4:
                 break  # a sentence right under the table ("Nothing else to report.")
         taken.append(row)
@@ -574,10 +585,42 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
                 ):
                     merge_into(previous, table)  # the table ran off the previous page without a new caption
                     continue
+                if not plausible_uncaptioned(table):
+                    continue  # plot tick labels, numbered equations, a code listing: not a table
                 count = sum(1 for t in tables if t.label.startswith(f"Table p{page.number}-"))
                 table.label = f"Table p{page.number}-{count + 1}"
                 _add(table, False, tables, by_label)
     return tables
+
+
+_EQUATION_NUMBER = re.compile(r"^\(\d{1,3}[a-z]?\)$")
+
+
+def plausible_uncaptioned(table: ExtractedTable) -> bool:
+    """Does a grid no caption claimed read as a table of results rather than a figure, an equation or a listing?
+
+    Precision over recall: a table without a caption has no label a spec could name, so it is kept only when it
+    is clearly tabular: three or more rows, a mostly filled grid, mostly numbers outside the label column, no
+    equation numbers "(3)", and not a listing numbered 1, 2, 3 down its first column.
+    """
+    body = [row.cells for row in table.rows if row.kind == "body"]
+    if len(body) < 3 or table.n_cols < 2:
+        return False
+    cells = [c for row in body for c in row]
+    filled = [c for c in cells if c]
+    if len(filled) < 0.7 * len(cells):
+        return False  # plot tick labels scatter over a sparse grid
+    if any(_EQUATION_NUMBER.match(c) for c in filled):
+        return False
+    values = [c for row in body for c in row[1:] if c]
+    if sum(1 for c in values if parse_number(c) is not None) < 0.6 * max(len(values), 1):
+        return False
+    first = [parse_number(row[0]) for row in body]
+    if all(n is not None for n in first):
+        numbers = [n[0] for n in first if n is not None]
+        if all(b - a == 1 for a, b in zip(numbers, numbers[1:], strict=False)):
+            return False  # listing line numbers
+    return True
 
 
 def _pick_side(
@@ -615,7 +658,9 @@ def _uncaptioned_runs(
         yc = (row.y0 + row.y1) / 2
         if any(s0 <= yc <= s1 for s0, s1, *_ in stops):
             return False
-        return not any(y0 - 1 <= yc <= y1 + 1 and x0 - 1 <= row.words[0].xc <= x1 + 1 for x0, y0, x1, y1 in claimed)
+        return not any(
+            y0 - 1 <= yc <= y1 + 1 and x0 - 1 <= word.xc <= x1 + 1 for x0, y0, x1, y1 in claimed for word in row.words
+        )
 
     runs: list[list[Row]] = []
     current: list[Row] = []
