@@ -215,7 +215,15 @@ def parse_pdf(path: str | Path) -> Paper:
         r"D:(\d{4})", metadata.get("creationDate") or ""
     )
     tables = [
-        Table(label=t.label, caption=t.caption, pages=t.pages, header=t.header, rows=[r.cells for r in t.rows])
+        Table(
+            label=t.label,
+            caption=t.caption,
+            pages=t.pages,
+            header=t.header,
+            header_rows=t.header_rows,
+            rows=[r.cells for r in t.rows],
+            problem=t.problem,
+        )
         for t in extracted
     ]
     return Paper(

@@ -7,6 +7,8 @@ added with defaults so that older `paper.json` files still load.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -39,8 +41,13 @@ class Table(BaseModel):
     caption: str = ""
     pages: list[int] = Field(default_factory=list)
     header: list[str] = Field(default_factory=list)  # column labels, multi-row headers joined with " / "
+    # The header as printed, one list per header row, top row first (a spanning label repeats over its columns).
+    header_rows: list[list[str]] = Field(default_factory=list)
     rows: list[list[str]] = Field(default_factory=list)  # body rows as printed (strings), row label first
     csv_path: str | None = None  # relative to the paper folder
+    # Why the grid could not be read, for a captioned table we found but could not rebuild (then rows are empty):
+    # recorded so that a missing table is visible, never dropped silently.
+    problem: str | None = None
 
 
 class Claim(BaseModel):
@@ -71,6 +78,10 @@ class SetupItem(BaseModel):
     value: str
     page: int
     quote: str
+    # How sure the rule that found it is: "high" when the quote names the key next to the value ("a learning rate
+    # of 1e-3"), "medium" when the value is inferred from a looser phrase, "low" for a name seen in passing. The
+    # spec drafter treats every item as a hint; a "low" one should be checked against the paper.
+    confidence: Literal["high", "medium", "low"] = "medium"
 
 
 class Setup(BaseModel):

@@ -23,7 +23,13 @@ TEXT_FLAGS = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP | pym
 
 _CHAR_FIXES = str.maketrans(
     {
-        "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u2212": "-", "\ufb01": "fi", "\ufb02": "fl", "\u00ad": "",
+        "\u00a0": " ",
+        "\u2009": " ",
+        "\u202f": " ",
+        "\u2212": "-",
+        "\ufb01": "fi",
+        "\ufb02": "fl",
+        "\u00ad": "",
         "\u2206": "\u0394",  # INCREMENT, as math fonts print a capital delta
     }
 )
@@ -369,7 +375,9 @@ def strip_running_heads(pages: list[PageData]) -> None:
         if bands:
             page.blocks = [block for block in page.blocks if block.lines]
             page.words = [
-                w for w in page.words if not any(b.x0 - 1 <= w.xc <= b.x1 + 1 and b.y0 - 1 <= w.yc <= b.y1 + 1 for b in bands)
+                w
+                for w in page.words
+                if not any(b.x0 - 1 <= w.xc <= b.x1 + 1 and b.y0 - 1 <= w.yc <= b.y1 + 1 for b in bands)
             ]
 
 

@@ -19,37 +19,13 @@ import re
 from dataclasses import dataclass, field
 from statistics import median
 
-from retrieval.pdf import Line, PageData, Word, collapse, join_lines
+from retrieval.captions import CaptionHit, caption_range, find_captions, two_column_split
+from retrieval.cells import VALUE_PATTERN, is_value_cell, parse_number, parse_values
+from retrieval.pdf import Line, PageData, Word, collapse
 
-# "Table 3:", "Table 3.", "TABLE II", "Table 3 – continued from previous page", "Table A1 (continued)".
-CAPTION_RE = re.compile(
-    r"^(?P<kind>Table|TABLE|Tab\.|Figure|FIGURE|Fig\.)\s*(?P<num>[A-Z]?\d+[a-z]?|[IVXL]+)\b\s*(?P<rest>.*)$"
-)
-CONTINUED_RE = re.compile(r"^\s*[(\-–—:]*\s*(continued|cont(?:'d|\.|inued)?)\b", re.IGNORECASE)
+__all__ = ["VALUE_PATTERN", "ExtractedTable", "extract_tables", "find_captions", "parse_number", "parse_values"]
+
 CONTINUES_NEXT_RE = re.compile(r"continued\s+on\s+(the\s+)?next\s+page|continues\s+on\s+next\s+page", re.IGNORECASE)
-
-VALUE_PATTERN = r"[-+]?(?:\d{1,3}(?:,\s?\d{3})+(?:\.\d+)?|\d*\.\d+|\d+)(?:[eE][-+]?\d+)?"
-_PM = r"(?:±|\+/-|\+-|\+ -)"
-# A cell that is one number, possibly with a percent sign, a ± spread, a parenthesised spread and footnote marks.
-NUMBER_CELL_RE = re.compile(
-    rf"^[(\[]?(?P<value>{VALUE_PATTERN})\s*(?P<pct>%|[kKMBG]\b)?\s*"
-    rf"(?:(?:{_PM})\s*(?P<std>{VALUE_PATTERN})\s*%?|\(\s*(?:{_PM})?\s*(?P<std2>{VALUE_PATTERN})\s*%?\s*\))?"
-    r"[)\]]?\s*[*†‡§¶⋆∗]*\s*[a-z]?$"
-)
-
-
-def parse_number(text: str) -> tuple[float, float | None] | None:
-    """(value, std) when `text` is one printed number such as "0.812±0.003", "89.7%", "60, 000"; else None."""
-    match = NUMBER_CELL_RE.match(text.strip())
-    if not match:
-        return None
-    try:
-        value = float(match.group("value").replace(",", "").replace(" ", ""))
-        raw_std = match.group("std") or match.group("std2")
-        std = float(raw_std.replace(",", "").replace(" ", "")) if raw_std else None
-    except ValueError:
-        return None
-    return value, std
 
 
 @dataclass
@@ -79,7 +55,11 @@ class Row:
         return self.y1 - self.y0
 
     def numeric(self) -> bool:
-        return any(parse_number(seg.text) is not None for seg in self.segments)
+        return any(parse_values(seg.text) for seg in self.segments)
+
+    def valued(self) -> bool:
+        """A row of results: a number, or a mark (✓ ✗ •) in a table of marks."""
+        return any(is_value_cell(seg.text) for seg in self.segments)
 
 
 @dataclass
@@ -102,6 +82,8 @@ class ExtractedTable:
     bottom: float = 0.0  # y of the last row on its page, to detect unlabeled continuations
     page_height: float = 792.0
     areas: list[tuple[int, float, float, float, float]] = field(default_factory=list)  # (page, x0, y0, x1, y1)
+    header_rows: list[list[str]] = field(default_factory=list)  # the header as printed, top row first
+    problem: str | None = None  # why a captioned table has no grid (see `models.Table.problem`)
 
     @property
     def number(self) -> str:
@@ -275,7 +257,7 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
     gap = cell_gap(rows)
     for row in rows:
         split_segments(row, gap)
-    first_numeric = next((i for i, row in enumerate(rows) if row.numeric()), None)
+    first_numeric = next((i for i, row in enumerate(rows) if row.valued()), None)
     while first_numeric is not None and first_numeric + 1 < len(rows) and _numeric_header(rows, first_numeric, gap):
         first_numeric += 1  # "1-shot 5-shot" / "10% 50% 100%" above the first labelled row is a header
     if first_numeric is None:  # a table of text: first row is the header when it has several cells
@@ -340,6 +322,7 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
         header=header,
         rows=table_rows,
         n_cols=len(columns),
+        header_rows=[list(parts) for parts in header_parts],
         bottom=body_rows[-1].y1,
         page_height=page.height,
         areas=[
@@ -352,63 +335,6 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
             )
         ],
     )
-
-
-@dataclass
-class CaptionHit:
-    label: str
-    kind: str  # "table" | "figure"
-    continued: bool
-    text: str
-    line: Line
-    y0: float
-    y1: float
-    x0: float = 0.0
-    x1: float = 0.0
-
-
-def find_captions(page: PageData) -> list[CaptionHit]:
-    """Caption lines: a line that starts with "Table N"/"Figure N" followed by ':', '.', '|', a dash, or nothing."""
-    hits: list[CaptionHit] = []
-    for block in page.blocks:
-        for index, line in enumerate(block.lines):
-            match = CAPTION_RE.match(line.text)
-            if not match:
-                continue
-            rest = match.group("rest")
-            continued = bool(CONTINUED_RE.match(rest))
-            if not continued:
-                # A caption is "Table 2: text" / "TABLE II" alone on a line; "Table 2 gives ..." and a sentence
-                # ending "... in Figure 1." are references in running text.
-                if rest and not re.match(r"^[:.|–—-]\s*\S", rest):
-                    continue
-                if not rest and index > 0:
-                    continue
-            kind = "table" if match.group("kind").lower().startswith("tab") else "figure"
-            label = f"{'Table' if kind == 'table' else 'Figure'} {match.group('num')}"
-            # The caption runs to the end of its block (wrapped caption lines), not into table rows.
-            lines = [line.text]
-            y1, x0, x1 = line.y1, line.x0, line.x1
-            for follow in block.lines[index + 1 :]:
-                if follow.y0 - y1 > 1.2 * line.height or CAPTION_RE.match(follow.text):
-                    break
-                lines.append(follow.text)
-                y1, x0, x1 = follow.y1, min(x0, follow.x0), max(x1, follow.x1)
-            text = join_lines(lines)
-            hits.append(CaptionHit(label, kind, continued, collapse(text), line, line.y0, y1, x0, x1))
-    return hits
-
-
-def two_column_split(page: PageData) -> float | None:
-    """The x of the gutter on a two-column page, or None on a one-column page."""
-    mid = page.width / 2
-    lines = [line for line in page.lines if len(line.text) > 20]
-    left = sum(1 for line in lines if line.x1 <= mid + 5)
-    right = sum(1 for line in lines if line.x0 >= mid - 5)
-    crossing = len(lines) - left - right
-    if left >= 5 and right >= 5 and crossing <= 0.25 * (left + right):
-        return mid
-    return None
 
 
 def _is_paragraph(row: Row, width: float, gap: float) -> bool:
@@ -499,30 +425,6 @@ def _side_rows(page: PageData, x0: float, x1: float, split: float | None) -> tup
     return rows, gap
 
 
-def caption_range(page: PageData, hit: CaptionHit, split: float | None) -> tuple[float, float]:
-    """The x-range a caption's grid may occupy: its text column, narrowed by whatever sits beside the caption.
-
-    Text beside the caption (the other caption of two side-by-side tables in one float, the body text that a
-    wrapped table sits in, the other column of a two-column page) belongs to something else, so the range ends
-    halfway between the caption and its nearest neighbour on each side.
-    """
-    if split is not None and hit.x1 <= split + 5:
-        x0, x1 = 0.0, split
-    elif split is not None and hit.x0 >= split - 5:
-        x0, x1 = split, page.width
-    else:
-        x0, x1 = 0.0, page.width
-    for line in page.lines:
-        height = line.y1 - line.y0
-        if min(line.y1, hit.y1) - max(line.y0, hit.y0) < 0.5 * height or len(line.text.strip()) < 2:
-            continue
-        if line.x1 < hit.x0 - 2:
-            x0 = max(x0, (line.x1 + hit.x0) / 2)
-        elif line.x0 > hit.x1 + 2:
-            x1 = min(x1, (hit.x1 + line.x0) / 2)
-    return x0, x1
-
-
 def _sides(page: PageData, split: float | None) -> list[tuple[float, float]]:
     return [(0.0, split), (split, page.width)] if split is not None else [(0.0, page.width)]
 
@@ -561,6 +463,10 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
             chosen, continues = _pick_side(hit, (down, cont_down), (up, cont_up), claimed)
             table = build_table([Row(r.y0, r.y1, list(r.words)) for r in chosen], hit.label, hit.text, page)
             if table is None:
+                if not hit.continued:
+                    reason = "no grid of aligned cells next to the caption" if chosen else "no rows next to the caption"
+                    unreadable = ExtractedTable(hit.label, hit.text, [page.number], [], [], 0, problem=reason)
+                    _add(unreadable, False, tables, by_label)
                 continue
             table.continues = continues
             claimed.extend(area[1:] for area in table.areas)
@@ -681,6 +587,12 @@ def _uncaptioned_runs(
 
 def _add(table: ExtractedTable, continued: bool, tables: list[ExtractedTable], by_label: dict[str, ExtractedTable]):
     previous = by_label.get(table.label)
+    if previous is not None and previous.problem and not table.problem:  # a readable grid under the same label
+        tables[tables.index(previous)] = table
+        by_label[table.label] = table
+        return
+    if previous is not None and table.problem:
+        return  # the label's grid is already read; this caption (a list of tables, a repeat) adds nothing
     if previous is not None and (continued or previous.continues):
         merge_into(previous, table)
         return
