@@ -12,9 +12,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from retrieval.cells import VALUE_PATTERN, parse_number, parse_values
 from retrieval.models import Claim
 from retrieval.pdf import PageData, collapse, join_lines
-from retrieval.tables import VALUE_PATTERN, ExtractedTable, parse_number
+from retrieval.tables import ExtractedTable
 
 # (pattern, higher_is_better). Checked in order; the first that matches names the metric.
 METRICS: list[tuple[re.Pattern[str], bool]] = [
@@ -161,7 +162,7 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
     numeric_share = []
     for col in range(n_cols):
         cells = [r.cells[col] for r in body if r.cells[col]]
-        numeric_share.append(sum(1 for c in cells if parse_number(c)) / len(cells) if cells else 0.0)
+        numeric_share.append(sum(1 for c in cells if parse_values(c)) / len(cells) if cells else 0.0)
     label_cols = [c for c in range(n_cols) if numeric_share[c] < 0.5]
     value_cols = [c for c in range(n_cols) if numeric_share[c] >= 0.5 and not NOT_RESULT.search(header[c])]
     # A "Std" / "±" column is the spread of the result column to its left, not a result of its own.
@@ -176,7 +177,9 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
         label_cols = [0]
         value_cols = value_cols[1:]
     caption_metric = find_metric(table.caption) or find_metric(context)
-    column_metric = {c: find_metric(header[c]) for c in value_cols}
+    caption_direction = _direction(table.caption)
+    column_metric = {c: _column_metric(header[c], caption_direction) for c in value_cols}
+    printed_header = any(header)
     row_metric_possible = any(find_metric(r.cells[c]) for r in body for c in label_cols)
     results_caption = RESULTS_CAPTION.search(table.caption) and not SETTINGS_CAPTION.search(table.caption)
     if not (caption_metric or any(column_metric.values()) or row_metric_possible or results_caption):
@@ -203,34 +206,87 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
         row_dataset = next((d for d in (vocab.find(cells[c]) for c in dataset_cols + method_cols) if d), None)
         for col in value_cols:
             text = cells[col]
-            parsed = parse_number(text) if text else None
-            if parsed is None:
+            values = parse_values(text) if text else []
+            if not values:
                 continue
-            value, std = parsed
-            if std is None and col in std_of:
+            if len(values) == 1 and values[0][1] is None and col in std_of:
                 spread = parse_number(cells[std_of[col]]) if cells[std_of[col]] else None
-                std = spread[0] if spread else None
+                values = [(values[0][0], spread[0] if spread else None)]
+            column = _column_name(header, col, printed_header)
+            names = _pair_names(column, len(values))
             metric = column_metric.get(col) or row_metric or caption_metric
             dataset = vocab.find(header[col]) or row_dataset or section_dataset or single_caption_dataset
             method = cells[method_col] if method_col is not None and cells[method_col] else row_label
-            claims.append(
-                Claim(
-                    id=_claim_id(table, body_index, col + 1),
-                    value=value,
-                    text=text,
-                    std=std,
-                    page=row.page,
-                    table=table.label,
-                    row=row_label,
-                    column=header[col] or f"column {col + 1}",
-                    metric=metric[0] if metric else None,
-                    dataset=dataset,
-                    method=method,
-                    higher_is_better=metric[1] if metric else None,
-                    quote=row.line,
+            for k, ((value, std), name) in enumerate(zip(values, names, strict=True)):
+                own_metric = (_column_metric(name, caption_direction) or metric) if len(values) > 1 else metric
+                if own_metric and caption_direction is not None and _direction(header[col]) is None:
+                    own_metric = (own_metric[0], caption_direction)
+                suffix = "ab"[k] if len(values) > 1 else ""
+                claims.append(
+                    Claim(
+                        id=_claim_id(table, body_index, col + 1) + suffix,
+                        value=value,
+                        text=text,
+                        std=std,
+                        page=row.page,
+                        table=table.label,
+                        row=row_label,
+                        column=name,
+                        metric=own_metric[0] if own_metric else None,
+                        dataset=dataset,
+                        method=method,
+                        higher_is_better=own_metric[1] if own_metric else None,
+                        quote=row.line,
+                    )
                 )
-            )
     return claims
+
+
+_LOWER_BETTER = re.compile(r"lower (is|=) better|lower values? (is|are) better|\(lower\)|smaller is better|↓")
+_HIGHER_BETTER = re.compile(r"higher (is|=) better|higher values? (is|are) better|\(higher\)|larger is better|↑")
+
+
+def _direction(text: str) -> bool | None:
+    """higher_is_better as the text states it ("↓", "lower is better"), or None when it says nothing."""
+    lowered = text.lower()
+    down, up = bool(_LOWER_BETTER.search(lowered)), bool(_HIGHER_BETTER.search(lowered))
+    return None if down == up else up
+
+
+def _column_metric(header: str, caption_direction: bool | None) -> tuple[str, bool] | None:
+    """The metric a column header names; an unknown name with an arrow ("SycoRate ↓") is a metric too."""
+    found = find_metric(header)
+    if found:
+        return found
+    direction = _direction(header)
+    if direction is not None:
+        name = collapse(re.sub(r"[↑↓()]", " ", header.split(" / ")[-1])).lower()
+        return (name, direction) if name else None
+    return None
+
+
+def _column_name(header: list[str], col: int, printed_header: bool) -> str | None:
+    """The column as its header prints it ("Test Accuracy / MNIST"); a column the header leaves blank takes the
+    spanning label to its left when the table prints a header, and "column N" only when it prints none."""
+    if header[col]:
+        return header[col]
+    if printed_header:
+        left = next((header[i] for i in range(col - 1, -1, -1) if header[i]), None)
+        return left
+    return f"column {col + 1}"
+
+
+def _pair_names(column: str | None, count: int) -> list[str | None]:
+    """Names for the results of one cell: "EM/F1" over "75.3/80.1" names them "EM" and "F1"."""
+    if count == 1:
+        return [column]
+    if column:
+        *above, last = column.split(" / ")
+        parts = [p.strip() for p in re.split(r"\s*/\s*", last) if p.strip()]
+        if len(parts) == count:
+            return [" / ".join([*above, part]) for part in parts]
+        return [f"{column} [{k + 1}]" for k in range(count)]
+    return [None] * count
 
 
 def split_sentences(text: str) -> list[str]:
