@@ -264,13 +264,18 @@ def read_page(
         textpage = page.get_textpage(flags=TEXT_FLAGS)
         info = page.get_text("dict", textpage=textpage)
         raw_words = page.get_text("words", textpage=textpage)
-    # Words of rotated text come out tall and narrow; they are margin stamps, never table cells.
-    words = [
-        Word(w[0], w[1], w[2], w[3], clean(w[4]))
-        for w in raw_words
-        if w[4].strip() and not (len(w[4]) > 2 and (w[3] - w[1]) > 2.5 * (w[2] - w[0]))
-    ]
-    numbering = line_number_boxes(info)
+    width, height = page.rect.width, page.rect.height
+    if page.rotation % 180 == 90:  # text coordinates are those of the unrotated page
+        width, height = height, width
+    reading = _reading_direction(info)
+    frame = _frame(reading, width, height)
+    # Words of text set across the reading direction come out tall and narrow: margin stamps, never table cells.
+    words = []
+    for w in raw_words:
+        x0, y0, x1, y1 = frame(w[:4])
+        if w[4].strip() and not (len(w[4]) > 2 and (y1 - y0) > 2.5 * (x1 - x0)):
+            words.append(Word(x0, y0, x1, y1, clean(w[4])))
+    numbering = line_number_boxes(info) if reading == (1, 0) else set()
     if numbering:
         words = [w for w in words if not any(_inside(w, box) for box in numbering)]
     margin: list[str] = []
@@ -283,18 +288,19 @@ def read_page(
             if numbering and tuple(line["bbox"]) in numbering:
                 continue
             direction = line.get("dir", (1, 0))
-            if abs(direction[0] - 1) > 0.01:  # rotated text (arXiv stamp in the margin): not part of the body
+            if abs(direction[0] - reading[0]) > 0.01 or abs(direction[1] - reading[1]) > 0.01:
+                # text across the page's reading direction (the arXiv stamp in the margin): not part of the body
                 margin.append(clean("".join(s["text"] for s in line["spans"])).strip())
                 continue
             spans = [s for s in line["spans"] if s["text"].strip()]
             if not spans:
                 continue
             text = clean("".join(s["text"] for s in line["spans"])).strip()
-            x0, y0, x1, y1 = line["bbox"]
+            x0, y0, x1, y1 = frame(line["bbox"])
             size = max(s["size"] for s in spans)
             bold_chars = sum(len(s["text"]) for s in spans if _is_bold(s))
             bold = bold_chars * 2 > sum(len(s["text"]) for s in spans)
-            pieces = [(s["bbox"][0], s["bbox"][2]) for s in spans]
+            pieces = [(box[0], box[2]) for box in (frame(s["bbox"]) for s in spans)]
             prev = merged[-1] if merged else None
             if prev is not None and min(prev.y1, y1) - max(prev.y0, y0) > 0.5 * min(prev.height, y1 - y0):
                 # Same baseline as the previous line of this block: one visual line ("1" + "Introduction").
@@ -307,12 +313,37 @@ def read_page(
                 continue
             merged.append(Line(x0, y0, x1, y1, text, size, bold, b_index, pieces))
         if merged:
-            bx0, by0, bx1, by1 = block["bbox"]
+            bx0, by0, bx1, by1 = frame(block["bbox"])
             blocks.append(Block(bx0, by0, bx1, by1, merged))
     if has_images is None:
         has_images = bool(page.get_images(full=False))
     has_images = has_images or any(b.get("type") == 1 for b in info["blocks"])
-    return PageData(page.number + 1, page.rect.width, page.rect.height, words, blocks, has_images, margin)
+    if reading != (1, 0):  # a landscape page read in its own frame: x along the lines, y down the page
+        width, height = height, width
+    return PageData(page.number + 1, width, height, words, blocks, has_images, margin)
+
+
+def _reading_direction(info: dict) -> tuple[int, int]:
+    """The direction most of the page's text runs in: (1, 0) normally; (0, -1) on a landscape page whose content
+    is turned (a sidewaystable reads bottom to top), (0, 1) when it reads top to bottom."""
+    counts: dict[tuple[int, int], int] = {}
+    for block in info["blocks"]:
+        for line in block.get("lines", ()):
+            dx, dy = line.get("dir", (1, 0))
+            key = (round(dx), round(dy))
+            counts[key] = counts.get(key, 0) + sum(len(s["text"].strip()) for s in line["spans"])
+    total = sum(counts.values())
+    best = max(counts, key=lambda k: counts[k]) if counts else (1, 0)
+    return best if best in ((0, -1), (0, 1)) and counts[best] > 0.5 * total else (1, 0)
+
+
+def _frame(reading: tuple[int, int], width: float, height: float):
+    """Map a box of the page into the frame where text of `reading` direction runs left to right."""
+    if reading == (0, -1):
+        return lambda b: (height - b[3], b[0], height - b[1], b[2])
+    if reading == (0, 1):
+        return lambda b: (b[1], width - b[2], b[3], width - b[0])
+    return lambda b: (b[0], b[1], b[2], b[3])
 
 
 def _read_page_of(doc: pymupdf.Document, index: int, path: Path) -> PageData:
