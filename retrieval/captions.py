@@ -90,7 +90,25 @@ def caption_range(page: PageData, hit: CaptionHit, split: float | None) -> tuple
         if min(line.y1, hit.y1) - max(line.y0, hit.y0) < 0.5 * height or len(line.text.strip()) < 2:
             continue
         if line.x1 < hit.x0 - 2:
-            x0 = max(x0, (line.x1 + hit.x0) / 2)
+            x0 = max(x0, _gutter(page, hit, line.x1, hit.x0))
         elif line.x0 > hit.x1 + 2:
-            x1 = min(x1, (hit.x1 + line.x0) / 2)
+            x1 = min(x1, _gutter(page, hit, hit.x1, line.x0))
     return x0, x1
+
+
+def _gutter(page: PageData, hit: CaptionHit, lo: float, hi: float, reach: float = 200.0) -> float:
+    """Where, between x=lo and x=hi, the float beside the caption is divided: the centre of the widest strip that
+    no nearby text crosses (a caption narrower than its table must not cut the table), else halfway."""
+    occupied: list[tuple[float, float]] = []
+    for line in page.lines:
+        if line.y1 < hit.y0 - reach or line.y0 > hit.y1 + reach or (line.x0 < lo and line.x1 > hi):
+            continue  # far away, or prose that runs across the whole strip
+        occupied.extend((a, b) for a, b in (line.pieces or [(line.x0, line.x1)]) if b > lo and a < hi)
+    best, best_width, edge = (lo + hi) / 2, 0.0, lo
+    for a, b in sorted(occupied):
+        if a - edge > best_width:
+            best, best_width = (edge + a) / 2, a - edge
+        edge = max(edge, b)
+    if hi - edge > best_width:
+        best, best_width = (edge + hi) / 2, hi - edge
+    return best if best_width >= 4.0 else (lo + hi) / 2

@@ -33,6 +33,7 @@ _CHAR_FIXES = str.maketrans(
         "\u2206": "\u0394",  # INCREMENT, as math fonts print a capital delta
     }
 )
+_CAPTION_START = re.compile(r"(Table|TABLE|Tab\.|Figure|FIGURE|Fig\.)\s*([A-Z]?\d+|[IVXL]+)\b")
 _BOLD_FONT = re.compile(r"bold|black|heavy|medi|semibold|demi", re.IGNORECASE)
 
 
@@ -302,7 +303,13 @@ def read_page(
             bold = bold_chars * 2 > sum(len(s["text"]) for s in spans)
             pieces = [(box[0], box[2]) for box in (frame(s["bbox"]) for s in spans)]
             prev = merged[-1] if merged else None
-            if prev is not None and min(prev.y1, y1) - max(prev.y0, y0) > 0.5 * min(prev.height, y1 - y0):
+            # Two captions side by side on one baseline (two tables in one float) stay two lines.
+            beside = prev is not None and x0 - prev.x1 > 2.5 * size and _CAPTION_START.match(text) is not None
+            if (
+                prev is not None
+                and not beside
+                and min(prev.y1, y1) - max(prev.y0, y0) > 0.5 * min(prev.height, y1 - y0)
+            ):
                 # Same baseline as the previous line of this block: one visual line ("1" + "Introduction").
                 prev.text = prev.text + " " + text if x0 >= prev.x0 else text + " " + prev.text
                 prev.x0, prev.y0 = min(prev.x0, x0), min(prev.y0, y0)

@@ -369,6 +369,18 @@ def _aligned(row: Row, taken: list[Row]) -> bool:
     return matched >= 0.6 * len(row.segments)
 
 
+def _group_label(row: Row) -> bool:
+    """A short label alone on its row ("Free-form", "Baselines"): a group heading inside a table."""
+    return len(row.segments) == 1 and len(row.words) <= 4 and not row.text.endswith(".")
+
+
+def _sentence_tail(row: Row) -> bool:
+    """One run of lower-case words ending in a full stop: the end of a sentence, never a table row."""
+    if len(row.segments) != 1 or len(row.words) < 3 or not row.text.endswith("."):
+        return False
+    return sum(1 for w in row.words if re.fullmatch(r"[a-z][a-z'’-]*[,.;:]?", w.text)) >= 0.75 * len(row.words)
+
+
 def _walk(
     rows: list[Row], start: int, step: int, width: float, gap: float, stops: list[tuple[float, float]]
 ) -> tuple[list[Row], bool]:
@@ -390,19 +402,25 @@ def _walk(
             break
         if taken:
             prev = taken[-1]
+            # The table's own row height, not the page's: body text set larger sits further away in its units.
+            unit = median([r.height for r in taken]) if len(taken) >= 2 else unit
             distance = (row.y0 - prev.y1) if step > 0 else (prev.y0 - row.y1)
             gaps = [max(0.0, b.y0 - a.y1) for a, b in zip(taken, taken[1:], strict=False)]
             if step < 0:
                 gaps = [max(0.0, a.y0 - b.y1) for a, b in zip(taken, taken[1:], strict=False)]
             # Rows of a table are evenly spaced; prose or a heading after it sits further away.
             if len(gaps) >= 2:
-                limit = max(1.2 * unit, 2.5 * median(gaps) + 2.0)
+                limit = max(1.3 * unit, 2.5 * median(gaps) + 2.0)
             else:
                 limit = max(1.5 * unit, 2.5 * median(gaps) + 2.0) if gaps else 2.5 * unit
-            if distance > limit and not (distance <= 3.5 * unit and _aligned(row, taken)):
+            after = rows[i + step] if 0 <= i + step < len(rows) else None
+            group = _group_label(row) and after is not None and _aligned(after, taken)
+            if distance > limit and not (distance <= 3.5 * unit and (_aligned(row, taken) or group)):
                 break  # a group gap (\addlinespace, a mid rule) is crossed only by a row on the same grid
             if len(row.segments) == 1 and re.fullmatch(r"[A-Z][^0-9]*[a-z]\.", row.text) and len(row.words) >= 4:
                 break  # a sentence right under the table ("Nothing else to report.")
+            if _sentence_tail(row):
+                break  # the short last line of the paragraph above the table
         taken.append(row)
         i += step
     if step < 0:

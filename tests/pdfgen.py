@@ -504,3 +504,161 @@ def wide_table_paper(path: Path) -> Path:
     doc.save(path)
     doc.close()
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One-page layouts, one failure class each (see tests/retrieval/test_ingest_layouts.py). Every layout prints body
+# text around its tables, so a table has to be told apart from prose. Only Times-Roman glyphs are used (it has ±
+# but no dagger, dash or arrow), so the files build the same on any machine.
+
+LAYOUTS = (
+    "caption_above", "caption_below", "two_tables", "side_by_side", "rotated", "line_numbers", "plot",
+)  # fmt: skip
+PROSE = (
+    "We train every model with the same recipe and report the mean over three seeds. The numbers below are test "
+    "set results; validation numbers are in the appendix. Each table lists the methods we compare, and the text "
+    "discusses the differences between them in detail."
+)
+# (caption, header rows of (label, span), body rows, column widths)
+LAYOUT_TABLES = {
+    "pm": (
+        "Table 1: Test accuracy (%) on two datasets, mean ± std over 3 seeds.",
+        [[("", 1), ("Test accuracy", 2)], [("Method", 1), ("CIFAR-10", 1), ("SVHN", 1)]],
+        [["ResNet-18", "93.02 ± 0.11", "95.41 ± 0.08"], ["Mixer-S", "94.35 ± 0.09", "96.12 ± 0.05"],
+         ["Mixer-B", "95.10 ± 0.07", "96.48 ± 0.06"]],
+        [110, 90, 90],
+    ),
+    "pair": (
+        "Table 2: Exact match and F1 on the dev set, and the share of unanswered questions (lower is better).",
+        [[("Model", 1), ("EM/F1", 1), ("Unanswered", 1)]],
+        [["Reader-A", "75.3/80.1", "12.5%"], ["Reader-B", "77.0/82.4*", "11.9%"], ["Reader-C", "-", "n/a"],
+         ["Reader-D", "78.2/83.0", "10.4%"]],
+        [110, 90, 70],
+    ),
+}  # fmt: skip
+
+
+def _grid(page: pymupdf.Page, x: float, y: float, spec: tuple, *, size: float = 9, rules: bool = True) -> float:
+    """Draw a booktabs-style table at (x, y); returns the y below it. Numbers right-aligned, text left-aligned."""
+    _, header_rows, rows, widths = spec
+    pitch = size * 1.4
+    xs = [x + sum(widths[:i]) for i in range(len(widths) + 1)]
+    # As in LaTeX, alignment is per column: a column of numbers is right-aligned, "-" and "n/a" included.
+    right = [sum(any(ch.isdigit() for ch in r[c]) for r in rows) * 2 > len(rows) for c in range(len(widths))]
+
+    def cell(text: str, col: int, top: float, span: int = 1) -> None:
+        c0, c1 = xs[col] + 4, xs[col + span] - 4
+        tw = _width(text, size)
+        at = (c0 + c1 - tw) / 2 if span > 1 else (c1 - tw if right[col] else c0)
+        page.insert_text((at, top + size), text, fontname=BODY, fontsize=size)
+
+    if rules:
+        page.draw_line((xs[0], y), (xs[-1], y), width=1.0)
+    y += 3
+    for hrow in header_rows:
+        col = 0
+        for label, span in hrow:
+            if label:
+                cell(label, col, y, span)
+            col += span
+        y += pitch
+    if rules:
+        page.draw_line((xs[0], y), (xs[-1], y), width=0.6)
+    y += 3
+    for row in rows:
+        for col, text in enumerate(row):
+            if text:
+                cell(text, col, y)
+        y += pitch
+    if rules:
+        page.draw_line((xs[0], y), (xs[-1], y), width=1.0)
+    return y + 4
+
+
+def _prose(page: pymupdf.Page, x0: float, x1: float, y: float, text: str, size: float = 10) -> float:
+    words, current = text.split(), ""
+    for word in words:
+        trial = f"{current} {word}".strip()
+        if _width(trial, size) > x1 - x0 and current:
+            page.insert_text((x0, y + size), current, fontname=BODY, fontsize=size)
+            y += size * 1.3
+            current = word
+        else:
+            current = trial
+    if current:
+        page.insert_text((x0, y + size), current, fontname=BODY, fontsize=size)
+        y += size * 1.3
+    return y + 6
+
+
+def _caption(page: pymupdf.Page, x: float, y: float, text: str, size: float = 9) -> float:
+    page.insert_text((x, y + size), text, fontname=BODY, fontsize=size)
+    return y + size * 1.4 + 4
+
+
+def layout_pdf(path: Path, layout: str) -> Path:
+    """Write a one-page paper of the given layout (one of LAYOUTS) and return its path."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=W, height=H)
+    pm, pair = LAYOUT_TABLES["pm"], LAYOUT_TABLES["pair"]
+    y = _prose(page, 72, 540, 72, PROSE)
+    if layout == "caption_above":
+        y = _caption(page, 72, y, pm[0])
+        y = _grid(page, 72, y, pm)
+        _prose(page, 72, 540, y + 8, PROSE)
+    elif layout == "caption_below":
+        y = _grid(page, 72, y + 4, pair)
+        y = _caption(page, 72, y + 2, pair[0])
+        _prose(page, 72, 540, y + 8, PROSE)
+    elif layout == "two_tables":  # two small tables stacked on one page, each caption above its grid
+        y = _caption(page, 72, y, pm[0])
+        y = _grid(page, 72, y, pm)
+        y = _caption(page, 72, y + 10, pair[0])
+        y = _grid(page, 72, y, pair)
+        _prose(page, 72, 540, y + 8, PROSE)
+    elif layout == "side_by_side":  # one float, two tabulars next to each other, each caption below its own
+        left = (pm[0], pm[1], pm[2], [80, 70, 70])
+        right = (pair[0], pair[1], pair[2], [60, 70, 70])
+        bottom = max(_grid(page, 72, y, left), _grid(page, 336, y, right))
+        _caption(page, 72, bottom + 2, "Table 1: Test accuracy (%).")
+        _caption(page, 336, bottom + 2, "Table 2: EM/F1 on dev.")
+        _prose(page, 72, 540, bottom + 30, PROSE)
+    elif layout == "rotated":  # a landscape page (sidewaystable): the content is turned by 90 degrees
+        land = pymupdf.open()
+        sheet = land.new_page(width=H, height=W)
+        top = _caption(sheet, 72, 72, pm[0])
+        _grid(sheet, 72, top, (pm[0], pm[1], pm[2], [200, 160, 160]))
+        page = doc[0]
+        doc.delete_page(0)
+        page = doc.new_page(width=W, height=H)
+        page.show_pdf_page(page.rect, land, 0, rotate=90)
+        land.close()
+    elif layout == "line_numbers":  # a review build: every line numbered in the left margin
+        y = _caption(page, 72, y, pm[0])
+        y = _grid(page, 72, y, pm)
+        y = _prose(page, 72, 540, y + 8, PROSE)
+        number, line_y = 100, 72.0
+        while line_y < y:
+            page.insert_text((40, line_y + 9), str(number), fontname=BODY, fontsize=8)
+            number, line_y = number + 1, line_y + 13
+    elif layout == "plot":  # a captioned figure: axes, ticks and a legend, but no table
+        x0, y0, x1, y1 = 120, y + 10, 480, y + 230
+        page.draw_line((x0, y1), (x1, y1))
+        page.draw_line((x0, y0), (x0, y1))
+        for i in range(6):
+            tx = x0 + i * (x1 - x0) / 5
+            page.draw_line((tx, y1), (tx, y1 + 3))
+            page.insert_text((tx - 6, y1 + 14), f"{i * 0.2:.1f}", fontname=BODY, fontsize=8)
+            ty = y1 - i * (y1 - y0) / 5
+            page.insert_text((x0 - 24, ty + 3), f"{50 + i * 10}", fontname=BODY, fontsize=8)
+        points = [(x0 + k * 18, y1 - 20 - k * 9.5) for k in range(20)]
+        page.draw_polyline(points)
+        page.insert_text((x1 - 80, y0 + 10), "Mixer-B 95.1", fontname=BODY, fontsize=8)
+        page.insert_text((x1 - 80, y0 + 22), "ResNet 93.0", fontname=BODY, fontsize=8)
+        y = _caption(page, 72, y1 + 24, "Figure 1: Test accuracy (%) against the fraction of training data.")
+        _prose(page, 72, 540, y + 8, PROSE)
+    else:
+        raise ValueError(f"unknown layout {layout!r}")
+    doc.save(path)
+    doc.close()
+    return path
