@@ -178,7 +178,7 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
         value_cols = value_cols[1:]
     caption_metric = find_metric(table.caption) or find_metric(context)
     caption_direction = _direction(table.caption)
-    column_metric = {c: _column_metric(header[c], caption_direction) for c in value_cols}
+    column_metric = {c: _column_metric(header[c]) for c in value_cols}
     printed_header = any(header)
     row_metric_possible = any(find_metric(r.cells[c]) for r in body for c in label_cols)
     results_caption = RESULTS_CAPTION.search(table.caption) and not SETTINGS_CAPTION.search(table.caption)
@@ -218,9 +218,12 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
             dataset = vocab.find(header[col]) or row_dataset or section_dataset or single_caption_dataset
             method = cells[method_col] if method_col is not None and cells[method_col] else row_label
             for k, ((value, std), name) in enumerate(zip(values, names, strict=True)):
-                own_metric = (_column_metric(name, caption_direction) or metric) if len(values) > 1 else metric
-                if own_metric and caption_direction is not None and _direction(header[col]) is None:
-                    own_metric = (own_metric[0], caption_direction)
+                named = _column_metric(name) if len(values) > 1 else column_metric.get(col)
+                own_metric = named or metric
+                # "lower is better" in the caption decides for a column whose header names no metric of its own.
+                direction = own_metric[1] if own_metric else None
+                if caption_direction is not None and named is None:
+                    direction = caption_direction
                 suffix = "ab"[k] if len(values) > 1 else ""
                 claims.append(
                     Claim(
@@ -235,7 +238,7 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
                         metric=own_metric[0] if own_metric else None,
                         dataset=dataset,
                         method=method,
-                        higher_is_better=own_metric[1] if own_metric else None,
+                        higher_is_better=direction,
                         quote=row.line,
                     )
                 )
@@ -253,8 +256,10 @@ def _direction(text: str) -> bool | None:
     return None if down == up else up
 
 
-def _column_metric(header: str, caption_direction: bool | None) -> tuple[str, bool] | None:
+def _column_metric(header: str | None) -> tuple[str, bool] | None:
     """The metric a column header names; an unknown name with an arrow ("SycoRate ↓") is a metric too."""
+    if not header:
+        return None
     found = find_metric(header)
     if found:
         return found
