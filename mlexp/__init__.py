@@ -1,11 +1,21 @@
 """mlexp: experiment tracking and execution. Knows nothing about papers, only runs and metrics.
 
-Public API: `run_script`, `smoke_then_full`, `run_series`,
+Public API: `run_script` (with `RunOptions`), `smoke_then_full`, `run_series`,
 `RunRecord`, `CheckResult`, `post_run_check`, `summarize_log`, `Registry`, `list_runs`,
-`StabilityLog`; modules `mlexp.log` (script side), `mlexp.early_stopping`, `mlexp.batch_infer`, `mlexp.split`.
+`StabilityLog`; modules `mlexp.log` (script side), `mlexp.guard` (tamper guard), `mlexp.sandbox`,
+`mlexp.early_stopping`, `mlexp.batch_infer`, `mlexp.split`.
 """
 
-from mlexp.errors import ConfigError, ExecutorError, MlexpError, RegistryError, RunDirError, ScriptError
+from mlexp.errors import (
+    ConfigError,
+    ExecutorError,
+    MlexpError,
+    RegistryError,
+    RunDirError,
+    SandboxError,
+    ScriptError,
+)
+from mlexp.options import RunOptions
 from mlexp.record import CheckResult, RunRecord
 from mlexp.summary import summarize_log
 
@@ -17,7 +27,9 @@ __all__ = [
     "Registry",
     "RegistryError",
     "RunDirError",
+    "RunOptions",
     "RunRecord",
+    "SandboxError",
     "ScriptError",
     "StabilityLog",
     "list_runs",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import functools
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -27,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -36,16 +36,20 @@ import pandas as pd
 
 from mlexp import atomic
 from mlexp.checks import format_check, post_run_check
-from mlexp.errors import ConfigError, MlexpError, RegistryError, RunDirError, ScriptError
+from mlexp.errors import ConfigError, MlexpError, RegistryError, RunDirError
 from mlexp.executors import LaunchSpec, contract_env, make_executor
+from mlexp.guard import HARNESS_DIR, fingerprint_changes, run_fingerprint
 from mlexp.identity import code_commit, config_hash, make_identity, resolve_config
-from mlexp.record import RunRecord
+from mlexp.metrics import INTEGRITY_FILE, read_metrics
+from mlexp.options import RunOptions, make_options, validate
+from mlexp.record import ExitReason, RunRecord
 from mlexp.registry import Registry, StabilityLog, process_start_time
 from mlexp.rundir import build_views, render_readme, write_config
-from mlexp.runner import Redactor, scrubbed_env
-from mlexp.summary import final_metrics, summarize_log
+from mlexp.runner import ProcessResult, Redactor, scrubbed_env
+from mlexp.sandbox import NO_SANDBOX, config_paths, find_bwrap
+from mlexp.summary import summarize_log
 
-NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+REDACTED_FILES = ("training.log", "metrics.jsonl")
 KEY_LIBRARIES = ("torch", "transformers", "vllm", "scikit-learn", "numpy", "pandas", "ray")
 
 
@@ -112,24 +116,6 @@ def _disk_error(exc: OSError, what: str) -> RunDirError:
     return RunDirError(f"cannot {what}: {reason}{where}")
 
 
-def _validate(script: Path, name: str, executor: str, ray_address: str | None, limits: dict) -> Path:
-    script = Path(script).expanduser()
-    if not script.exists():
-        raise ScriptError(f"experiment script {script} does not exist")
-    if not script.is_file():
-        raise ScriptError(f"experiment script {script} is not a file")
-    if not NAME_OK.match(name or ""):
-        raise ConfigError(f"run name {name!r} must be 1-100 characters of letters, digits, '.', '_' or '-'")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
-    if executor == "ray" and not ray_address:
-        raise ConfigError("executor 'ray' needs ray_address (the dashboard URL, e.g. http://127.0.0.1:8265)")
-    for key, value in limits.items():
-        if value is not None and (not isinstance(value, int | float) or value <= 0):
-            raise ConfigError(f"{key} must be a positive number, got {value!r}")
-    return script.resolve()
-
-
 def _start_run_dir(run_dir: Path, config: dict) -> None:
     """Fresh run dir; an earlier attempt at the same identity (failed, or forced) is kept beside it, renamed."""
     if run_dir.exists():
@@ -146,25 +132,9 @@ def _metadata(record: RunRecord, extra: dict) -> dict:
         "config_hash": record.config_hash, "script": record.script, "executor": record.executor,
         "host": record.env.get("host"), "env": record.env, "started_at": record.started_at,
         "ended_at": record.ended_at, "duration_s": record.duration_s, "exit_code": record.exit_code,
-        "exit_reason": record.exit_reason, "network": record.network, "runner_pid": record.runner_pid, **extra,
+        "exit_reason": record.exit_reason, "network": record.network, "sandbox": record.sandbox,
+        "memory_limit": record.memory_limit, "runner_pid": record.runner_pid, **extra,
     }  # fmt: skip
-
-
-def _parse_metrics(lines: list[str], run_dir: Path) -> dict[str, float]:
-    """Final `key: value` block from the output; else the metrics.json the script wrote itself."""
-    metrics: dict[str, float] = {}
-    for key, value in final_metrics(lines).items():
-        try:
-            metrics[key] = float(value)
-        except ValueError:
-            continue
-    if not metrics and (run_dir / "metrics.json").exists():
-        try:
-            raw = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-            metrics = {k: float(v) for k, v in raw.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        except (OSError, ValueError):
-            pass
-    return metrics
 
 
 def _error_text(lines: list[str], result_message: str) -> str:
@@ -178,112 +148,145 @@ def _error_text(lines: list[str], result_message: str) -> str:
     return (result_message + ("\n" + tail if tail else "")).strip() or "the script failed without output"
 
 
-def run_script(
-    script: Path,
-    config: dict,
-    *,
-    runs_root: Path,
-    name: str,
-    smoke: bool = False,
-    seed: int = 0,
-    executor: str = "local",
-    ray_address: str | None = None,
-    wall_limit_s: float | None = None,
-    silence_limit_s: float = 300,
-    force: bool = False,
-    allow_env: Sequence[str] = (),
-    no_network: bool = False,
-    memory_limit_mb: int | None = None,
-    readme: dict | None = None,
-    on_line: Callable[[str], None] | None = None,
-    num_gpus: float | None = None,
-    notes: str | None = None,
-    max_eta_s: float | None = None,
-    min_free_mb: float = 100.0,
-) -> RunRecord:
+@dataclass
+class _Prepared:
+    """A run ready to start: its resolved config, identity and where it goes."""
+
+    script: Path
+    config: dict
+    runs_root: Path
+    code_dir: Path
+    digest: str
+    commit: str
+    identity: str
+    registry: Registry
+    name: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.runs_root / self.name / self.identity
+
+
+def run_script(script: Path, config: dict, options: RunOptions | None = None, /, **fields: Any) -> RunRecord:
     """Run `script` under the harness and return its RunRecord (see the module docstring for the lifecycle).
 
-    Beyond the contract: `num_gpus` (GPUs requested per run on Ray), `notes` (into runs.yaml), `max_eta_s` (kill
-    the run as soon as a progress line's ETA exceeds it, §12: "if the ETA is unreasonable, kill immediately"),
-    `min_free_mb` (pre-flight: refuse to start with less free disk under the runs root).
+    `options` is a `RunOptions`; keyword `fields` build one or override its fields (`mlexp.options`).
     """
-    limits = {"wall_limit_s": wall_limit_s, "silence_limit_s": silence_limit_s, "memory_limit_mb": memory_limit_mb,
-              "max_eta_s": max_eta_s}  # fmt: skip
-    script = _validate(script, name, executor, ray_address, limits)
-    resolved = resolve_config(config, seed=seed, smoke=smoke)
-    runs_root = Path(runs_root).expanduser().resolve()
-    code_dir = script.parent
-    digest = config_hash(resolved)
-    commit = code_commit(code_dir, exclude=[runs_root])
-    identity = make_identity(digest, commit)
-    registry = Registry(runs_root / "registry.json") if _mkdir_ok(runs_root) else None
-    assert registry is not None
-    earlier = registry.get(identity)
-    if earlier is not None and earlier.status == "completed" and not force:
-        if on_line:
-            on_line(f"[mlexp] {identity} already completed at {earlier.ended_at}: skipped (force=True reruns it)")
+    opts = make_options(options, fields)
+    prep = _prepare(validate(script, opts), config, opts)
+    earlier = prep.registry.get(prep.identity)
+    if earlier is not None and earlier.status == "completed" and not opts.force:
+        if opts.on_line:
+            opts.on_line(f"[mlexp] {prep.identity} already completed at {earlier.ended_at}: skipped "
+                         "(force=True reruns it)")
         return earlier.model_copy(update={"skipped": True})
     if earlier is not None and earlier.status == "running":
-        raise RegistryError(f"run {identity} is already running (pid {earlier.runner_pid} on {earlier.runner_host})")
-
-    free_mb = shutil.disk_usage(runs_root).free / 2**20
-    if free_mb < min_free_mb:
-        raise RunDirError(f"disk full: only {free_mb:.0f} MB free under {runs_root} (need {min_free_mb:.0f} MB)")
-    run_dir = runs_root / name / identity
-    record = RunRecord(
-        identity=identity, name=name, status="running", run_dir=str(run_dir), config=resolved, config_hash=digest,
-        code_commit=commit, started_at=_now(), env=environment(), script=str(script), smoke=smoke, seed=seed,
-        executor=executor, runner_pid=os.getpid(), runner_host=socket.gethostname(),
-        runner_start_time=process_start_time(os.getpid()),
-    )  # fmt: skip
-    redact = Redactor(extra=[os.environ[k] for k in allow_env if os.environ.get(k)])
+        raise RegistryError(
+            f"run {prep.identity} is already running (pid {earlier.runner_pid} on {earlier.runner_host})"
+        )
+    free_mb = shutil.disk_usage(prep.runs_root).free / 2**20
+    if free_mb < opts.min_free_mb:
+        raise RunDirError(
+            f"disk full: only {free_mb:.0f} MB free under {prep.runs_root} (need {opts.min_free_mb:.0f} MB)"
+        )
+    record = _new_record(prep, opts)
+    _start(prep, record, opts)
+    spec = _launch_spec(prep, record, opts)
+    before = run_fingerprint(opts.protected_paths, spec.data_paths)
+    t0 = time.monotonic()
     try:
-        _start_run_dir(run_dir, resolved)
+        result = make_executor(opts.executor, opts.ray_address, **_executor_options(opts)).run(spec)
+    except BaseException as exc:
+        reason = "killed" if isinstance(exc, KeyboardInterrupt | SystemExit) else "error"
+        _finish_failed(prep.registry, record, t0, f"{type(exc).__name__}: {exc}", reason)
+        raise
+    tampered = fingerprint_changes(before, run_fingerprint(opts.protected_paths, spec.data_paths))
+    return _complete(prep, record, result, t0, opts, [f"changed during the run: {t}" for t in tampered])
+
+
+def _prepare(script: Path, config: dict, opts: RunOptions) -> _Prepared:
+    """Resolve the config, compute the identity, open the registry; refuse early what cannot run."""
+    resolved = resolve_config(config, seed=opts.seed, smoke=opts.smoke)
+    if opts.sandbox and opts.executor == "local":
+        find_bwrap()  # one line saying how to install it, before anything is written
+    runs_root = Path(opts.runs_root).expanduser().resolve()
+    _mkdir_ok(runs_root)
+    digest = config_hash(resolved)
+    commit = code_commit(script.parent, exclude=[runs_root])
+    prep = _Prepared(
+        script=script, config=resolved, runs_root=runs_root, code_dir=script.parent, digest=digest, commit=commit,
+        identity=make_identity(digest, commit), registry=Registry(runs_root / "registry.json"), name=opts.name,
+    )  # fmt: skip
+    for inside in (HARNESS_DIR, *[Path(p).resolve() for p in opts.protected_paths]):
+        if prep.run_dir == inside or prep.run_dir in inside.parents:
+            raise ConfigError(f"{inside} lies inside the run dir {prep.run_dir}, which the run can write; "
+                              "put the runs root elsewhere")  # fmt: skip
+    return prep
+
+
+def _new_record(prep: _Prepared, opts: RunOptions) -> RunRecord:
+    return RunRecord(
+        identity=prep.identity, name=opts.name, status="running", run_dir=str(prep.run_dir), config=prep.config,
+        config_hash=prep.digest, code_commit=prep.commit, started_at=_now(), env=environment(), script=str(prep.script),
+        smoke=opts.smoke, seed=opts.seed, executor=opts.executor, runner_pid=os.getpid(),
+        runner_host=socket.gethostname(), runner_start_time=process_start_time(os.getpid()),
+        sandbox=None if opts.sandbox else NO_SANDBOX,
+    )  # fmt: skip
+
+
+def _start(prep: _Prepared, record: RunRecord, opts: RunOptions) -> None:
+    """The run dir with its frozen config, metadata and first README; then the `running` registry entry."""
+    run_dir = prep.run_dir
+    try:
+        _start_run_dir(run_dir, prep.config)
         atomic.write_json(run_dir / "metadata.json", _metadata(record, {}))
-        atomic.write_text(run_dir / "README.txt", render_readme(record, readme))
+        atomic.write_text(run_dir / "README.txt", render_readme(record, opts.readme))
         record.save()
     except OSError as exc:
         raise _disk_error(exc, f"write the run dir {run_dir}") from exc
-    registry.put(record)  # registered only once its run dir exists: a failed start leaves the registry as it was
+    prep.registry.put(record)  # registered only once its run dir exists: a failed start leaves the registry as it was
 
-    device = "cuda" if executor == "ray" and num_gpus else _device()
-    env = scrubbed_env(allow_env, contract_env(run_dir, run_dir / "config.json", smoke=smoke, seed=seed, device=device))
+
+def _launch_spec(prep: _Prepared, record: RunRecord, opts: RunOptions) -> LaunchSpec:
+    device = "cuda" if opts.executor == "ray" and opts.num_gpus else _device()
+    run_dir = prep.run_dir
+    contract = contract_env(run_dir, run_dir / "config.json", smoke=opts.smoke, seed=opts.seed, device=device)
+    env = scrubbed_env(opts.allow_env, contract)
+    data = [Path(p).expanduser().resolve() for p in opts.data_paths if p]
+    data += config_paths(prep.config, [Path.cwd(), prep.code_dir])
 
     def started(pid: int) -> None:
         record.child_pgid = pid  # the child leads its own process group: a reaper can kill it if we die
         try:
-            registry.put(record)
+            prep.registry.put(record)
         except MlexpError:
             pass
 
-    spec = LaunchSpec(
-        script=script, code_dir=code_dir, run_dir=run_dir, env=env, config=resolved, wall_limit_s=wall_limit_s,
-        silence_limit_s=silence_limit_s, memory_limit_mb=memory_limit_mb, no_network=no_network,
-        on_line=on_line, redact=redact, on_start=started, exclude=[runs_root], identity=identity, max_eta_s=max_eta_s,
+    return LaunchSpec(
+        script=prep.script, code_dir=prep.code_dir, run_dir=run_dir, env=env, config=prep.config,
+        wall_limit_s=opts.wall_limit_s, silence_limit_s=opts.silence_limit_s, memory_limit_mb=opts.memory_limit_mb,
+        no_network=opts.no_network, on_line=opts.on_line,
+        redact=Redactor(extra=[os.environ[k] for k in opts.allow_env if os.environ.get(k)]), on_start=started,
+        exclude=[prep.runs_root], identity=prep.identity, max_eta_s=opts.max_eta_s, sandbox=opts.sandbox,
+        allow_network=opts.allow_network, data_paths=sorted(set(data)),
     )  # fmt: skip
-    t0 = time.monotonic()
-    options = {"num_gpus": num_gpus} if executor == "ray" else {}
-    try:
-        result = make_executor(executor, ray_address, **options).run(spec)
-    except BaseException as exc:
-        reason = "killed" if isinstance(exc, KeyboardInterrupt | SystemExit) else "error"
-        _finish_failed(registry, record, t0, f"{type(exc).__name__}: {exc}", reason)
-        raise
-    return _complete(registry, record, result, t0, readme, runs_root, notes)
 
 
-def _mkdir_ok(path: Path) -> bool:
+def _executor_options(opts: RunOptions) -> dict[str, Any]:
+    return {"num_gpus": opts.num_gpus} if opts.executor == "ray" else {}
+
+
+def _mkdir_ok(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _disk_error(exc, f"create the runs root {path}") from exc
     if not os.access(path, os.W_OK):
         raise RunDirError(f"cannot write to the runs root {path}: permission denied")
-    return True
 
 
-def _finish_failed(registry: Registry, record: RunRecord, t0: float, error: str, reason: str) -> None:
-    record.status, record.exit_reason, record.error = "failed", reason, error  # type: ignore[assignment]
+def _finish_failed(registry: Registry, record: RunRecord, t0: float, error: str, reason: ExitReason) -> None:
+    record.status, record.exit_reason, record.error = "failed", reason, error
     record.ended_at, record.duration_s = _now(), round(time.monotonic() - t0, 3)
     try:
         record.save()
@@ -295,41 +298,85 @@ def _finish_failed(registry: Registry, record: RunRecord, t0: float, error: str,
         pass
 
 
-def _complete(registry, record, result, t0, readme, runs_root: Path, notes: str | None) -> RunRecord:
-    run_dir = Path(record.run_dir)
-    lines = result.tail
+def _fill_from_result(record: RunRecord, result: ProcessResult, t0: float) -> None:
     record.exit_code, record.exit_reason = result.exit_code, result.exit_reason
     record.eta_s, record.s_per_step, record.gpu_memory = result.eta_s, result.s_per_step, result.gpu_memory
-    record.network = result.network
+    record.network, record.sandbox, record.memory_limit = result.network, result.sandbox, result.memory_limit
     record.ended_at, record.duration_s = _now(), round(time.monotonic() - t0, 3)
     record.status = "completed" if result.exit_reason == "ok" else "failed"
     digest_head = f"exit: {result.exit_reason} (code {result.exit_code}) {result.message}".strip()
-    record.digest = digest_head + "\n" + summarize_log("\n".join(lines))
+    record.digest = digest_head + "\n" + summarize_log("\n".join(result.tail))
     if record.status == "failed":
-        record.error = _error_text(lines, result.message)
+        record.error = _error_text(result.tail, result.message)
+
+
+def _defuse_links(run_dir: Path) -> list[str]:
+    """Remove symlinks the script left that point outside its run dir: the harness writes into the run dir after
+    the run, outside the sandbox, and must never follow a link out of it."""
+    removed = []
+    root = run_dir.resolve()
+    for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_symlink():
+            target = Path(os.path.realpath(path))
+            if target != root and root not in target.parents:
+                path.unlink()
+                removed.append(f"symlink {path.relative_to(run_dir)} -> {target} removed (points outside the run dir)")
+    return removed
+
+
+def _record_metrics(record: RunRecord, result: ProcessResult, run_dir: Path, found: list[str]) -> None:
+    """The harness's metrics (first final block, mlexp.metrics), written as strict JSON with what was wrong."""
+    reading = read_metrics(result.final_lines, run_dir / "metrics.json")
+    record.metrics, record.invalid_metrics = reading.metrics, reading.invalid
+    atomic.write_json(run_dir / "metrics.json", record.metrics)
+    atomic.write_json(run_dir / INTEGRITY_FILE, {"source": reading.source, "invalid": reading.invalid,
+                                                 "problems": [*reading.problems, *found]})  # fmt: skip
+
+
+def _redact_files(run_dir: Path, redact: Callable[[str], str]) -> None:
+    """Second line of defence: the script-written logs get the same redaction as console.log."""
+    for name in REDACTED_FILES:
+        path = run_dir / name
+        if path.is_file() and not path.is_symlink():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            clean = redact(text)
+            if clean != text:
+                atomic.write_text(path, clean)
+
+
+def _write_outputs(prep: _Prepared, record: RunRecord, opts: RunOptions) -> None:
+    run_dir = prep.run_dir
+    build_views(run_dir)
+    record.check = post_run_check(run_dir)
+    atomic.write_text(run_dir / "diagnostics" / "post_run_check.txt", format_check(record.check))
+    atomic.write_text(run_dir / "diagnostics" / "log_digest.txt", record.digest + "\n")
+    index_rows = None
+    if (run_dir / "groups" / "_index.csv").exists():
+        index_rows = pd.read_csv(run_dir / "groups" / "_index.csv").to_dict("records")
+    others = [r for r in prep.registry.all() if r.name == record.name and r.identity != record.identity]
+    atomic.write_text(run_dir / "README.txt", render_readme(record, opts.readme, index_rows=index_rows, others=others))
+    atomic.write_json(run_dir / "metadata.json", _metadata(record, {"notes": opts.notes}))
+    record.save()
+
+
+def _complete(prep: _Prepared, record: RunRecord, result: ProcessResult, t0: float, opts: RunOptions,
+              tampered: list[str]) -> RunRecord:  # fmt: skip
+    run_dir = prep.run_dir
+    _fill_from_result(record, result, t0)
     try:
-        record.metrics = _parse_metrics(lines, run_dir)
-        if record.metrics or not (run_dir / "metrics.json").exists():
-            atomic.write_json(run_dir / "metrics.json", record.metrics)
-        build_views(run_dir)
-        record.check = post_run_check(run_dir)
-        atomic.write_text(run_dir / "diagnostics" / "post_run_check.txt", format_check(record.check))
-        atomic.write_text(run_dir / "diagnostics" / "log_digest.txt", record.digest + "\n")
-        index_rows = None
-        if (run_dir / "groups" / "_index.csv").exists():
-            index_rows = pd.read_csv(run_dir / "groups" / "_index.csv").to_dict("records")
-        others = [r for r in registry.all() if r.name == record.name and r.identity != record.identity]
-        atomic.write_text(run_dir / "README.txt", render_readme(record, readme, index_rows=index_rows, others=others))
-        atomic.write_json(run_dir / "metadata.json", _metadata(record, {"notes": notes}))
-        record.save()
+        found = [*_defuse_links(run_dir), *tampered]
+        _record_metrics(record, result, run_dir, found)
+        _redact_files(run_dir, Redactor(extra=[os.environ[k] for k in opts.allow_env if os.environ.get(k)]))
+        _write_outputs(prep, record, opts)
     except (OSError, ValueError) as exc:
-        _finish_failed(registry, record, t0, f"writing the run's results failed: {exc}", record.exit_reason or "error")
+        why = f"writing the run's results failed: {exc}"
+        _finish_failed(prep.registry, record, t0, why, record.exit_reason or "error")
         if isinstance(exc, OSError):
             raise _disk_error(exc, f"write the results of run {record.identity}") from exc
         raise RunDirError(f"cannot build the outputs of run {record.identity}: {exc}") from exc
-    registry.put(record)
+    prep.registry.put(record)
     try:
-        StabilityLog(runs_root.parent / "runs.yaml").upsert(record, notes=notes)
+        StabilityLog(prep.runs_root.parent / "runs.yaml").upsert(record, notes=opts.notes)
     except RegistryError as exc:
         print(f"[mlexp] warning: {exc}", file=sys.stderr)
     return record
@@ -342,17 +389,19 @@ def show_run(runs_root: Path, identity_prefix: str) -> RunRecord:
     return find_run(runs_root, identity_prefix)
 
 
-def smoke_then_full(script: Path, config: dict, **kwargs: Any) -> tuple[RunRecord, RunRecord | None]:
+def smoke_then_full(script: Path, config: dict, options: RunOptions | None = None, /,
+                    **fields: Any) -> tuple[RunRecord, RunRecord | None]:  # fmt: skip
     """§9: the smoke config first; the full run only if the smoke run completed and its post-run check passed.
 
     Returns (smoke, full); `full` is None when the smoke run failed or its check found problems (look at
-    smoke.check.problems and smoke.digest before scaling up). Takes run_script's keyword arguments.
+    smoke.check.problems and smoke.digest before scaling up). Takes run_script's options.
     """
-    kwargs.pop("smoke", None)
-    smoke = run_script(script, config, smoke=True, **kwargs)
+    fields.pop("smoke", None)
+    opts = make_options(options, fields)
+    smoke = run_script(script, config, opts, smoke=True)
     if smoke.status != "completed" or (smoke.check is not None and not smoke.check.ok):
         return smoke, None
-    return smoke, run_script(script, config, smoke=False, **kwargs)
+    return smoke, run_script(script, config, opts, smoke=False)
 
 
 def run_series(
@@ -364,7 +413,8 @@ def run_series(
     baseline: float | None = None,
     noise: float = 0.0,
     target: float | None = None,
-    **kwargs: Any,
+    options: RunOptions | None = None,
+    **fields: Any,
 ) -> tuple[list[RunRecord], Any]:
     """§14–15: run configs (smallest first) one at a time to completion, stopping the series early by the rule
     of `mlexp.early_stopping.series_should_stop`. Returns (records, last decision)."""
@@ -373,8 +423,9 @@ def run_series(
     records: list[RunRecord] = []
     values: list[float] = []
     decision = SeriesDecision(False, "continue", "no config run yet")
+    opts = make_options(options, fields)
     for config in configs:
-        record = run_script(script, config, **kwargs)
+        record = run_script(script, config, opts)
         records.append(record)
         if record.status != "completed" or metric not in record.metrics:
             why = record.error.splitlines()[-1] if record.error else f"no metric {metric!r}"

@@ -7,6 +7,7 @@ half-written one. Used for every file the harness writes and for the script-side
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,8 +40,20 @@ def write_text(path: Path, text: str) -> Path:
     return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def strict(obj: Any) -> Any:
+    """`obj` with every non-finite float (NaN, Infinity) replaced by None, so it is valid JSON (RFC 8259)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: strict(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict(value) for value in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any, *, indent: int = 2) -> Path:
-    text = json.dumps(obj, indent=indent, sort_keys=False, default=str, allow_nan=True) + "\n"
+    """Strict JSON: NaN and Infinity become null (Python's json would write tokens other parsers reject)."""
+    text = json.dumps(strict(obj), indent=indent, sort_keys=False, default=str, allow_nan=False) + "\n"
     return write_text(path, text)
 
 

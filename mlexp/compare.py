@@ -28,26 +28,28 @@ A non-finite measured value (NaN, inf) is a broken run, not a missing one: the c
 Where the harness can recompute the metric from the run's predictions.parquet (accuracy/error for classification,
 MAE/MSE/RMSE for regression), a printed value that disagrees is kept but flagged in `Verdict.warnings`.
 
-The tamper guard (`harness_fingerprint`, `data_fingerprint`, `fingerprint_changes`) records sha256 hashes of the
-harness's own source files and of the data files, so a later check can flag any change made between the moment a
-spec was approved and the moment its runs are compared.
+The tamper guard lives in `mlexp.guard` (`record_guard` / `verify_guard`); `write_guard` and `check_guard` are
+re-exported here for callers that import them from this module.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from scipy import stats
 
+from mlexp.guard import check_guard, write_guard
+from mlexp.metrics import disagrees, recompute_metric
+
+__all__ = ["Verdict", "check_guard", "compare", "compare_one", "gap_test", "recompute_metric", "summary_line",
+           "t_interval", "worst_first", "write_guard"]  # fmt: skip
+
 VerdictKind = Literal["replicated", "better", "diverged", "not run"]
+TestName = Literal["welch", "one-sample t", "prediction t", "known-variance t", "none"]
 
 # Metric keys a generated script might use to smuggle the paper's number into metrics.json. They are never read
 # as measurements, whatever the target's metric is called.
@@ -71,7 +73,7 @@ class Verdict(BaseModel):
     ci_high: float | None = None
     gap: float | None = None  # measured_mean - reported, in the claim's unit
     p_value: float | None = None  # two-sided; None when no test was possible or needed
-    test: str = "none"  # "welch", "one-sample t", "prediction t", "known-variance t", "none"
+    test: TestName = "none"
     statistic: float | None = None
     df: float | None = None
     verdict: VerdictKind
@@ -141,95 +143,157 @@ def _two_sided_p(t_stat: float, df: float) -> float:
     return float(2 * stats.t.sf(abs(t_stat), df))
 
 
+def _welch_df(s2n: float, n: int, v_paper: float, n_paper: int) -> float:
+    """Welch-Satterthwaite degrees of freedom (scipy's from-stats test does not return them)."""
+    return (s2n + v_paper) ** 2 / ((s2n**2) / (n - 1) + (v_paper**2) / (n_paper - 1))
+
+
+def _paper_spread_test(values: Sequence[float], reported: float, reported_std: float,
+                       reported_n: int | None) -> tuple[TestName, float, float, float]:  # fmt: skip
+    """The tests that use the paper's printed spread (module docstring, rule 3, first three cases)."""
+    n = len(values)
+    mean, std, _, _ = t_interval(values)
+    s2n = (std**2 / n) if std is not None else 0.0
+    sp2 = reported_std**2
+    if reported_n is not None and reported_n >= 2 and n >= 2 and std is not None:
+        result = stats.ttest_ind_from_stats(mean, std, n, reported, reported_std, reported_n, equal_var=False)
+        return "welch", float(result.statistic), _welch_df(s2n, n, sp2 / reported_n, reported_n), float(result.pvalue)
+    if reported_n is not None and reported_n >= 2:
+        se2, df, name = sp2 * (1 + 1 / reported_n), float(reported_n - 1), "prediction t"
+    else:
+        se2 = s2n + sp2
+        df = se2**2 / (s2n**2 / (n - 1)) if (n >= 2 and s2n > 0) else math.inf
+        name = "known-variance t"
+    t_stat = (mean - reported) / math.sqrt(se2)
+    return name, t_stat, df, _two_sided_p(t_stat, df)  # type: ignore[return-value]
+
+
 def gap_test(
     values: Sequence[float],
     reported: float,
     reported_std: float | None = None,
     reported_n: int | None = None,
-) -> tuple[str, float | None, float | None, float | None]:
+) -> tuple[TestName, float | None, float | None, float | None]:
     """Test H0 "our runs and the paper measure the same mean". Returns (test name, statistic, df, two-sided p).
 
     See the module docstring for which test applies when. (None, None, None) for the numbers means no test is
     possible: one run and no printed spread.
     """
-    n = len(values)
-    mean, std, _, _ = t_interval(values)
-    gap = mean - reported
-    s2n = (std**2 / n) if std is not None else 0.0
     if reported_std is not None and reported_std > 0:
-        sp2 = reported_std**2
-        if reported_n is not None and reported_n >= 2:
-            if n >= 2:
-                v_paper = sp2 / reported_n
-                se2 = s2n + v_paper
-                df = se2**2 / ((s2n**2) / (n - 1) + (v_paper**2) / (reported_n - 1))
-                name = "welch"
-            else:
-                se2 = sp2 * (1 + 1 / reported_n)
-                df = float(reported_n - 1)
-                name = "prediction t"
-        else:
-            se2 = s2n + sp2
-            df = se2**2 / (s2n**2 / (n - 1)) if (n >= 2 and s2n > 0) else math.inf
-            name = "known-variance t"
-        t_stat = gap / math.sqrt(se2)
-        return name, t_stat, df, _two_sided_p(t_stat, df)
+        return _paper_spread_test(values, reported, reported_std, reported_n)
+    n = len(values)
     if n < 2:
         return "none", None, None, None
-    if s2n == 0:
+    mean, std, _, _ = t_interval(values)
+    gap = mean - reported
+    if not std:
         # No seed-to-seed variation at all: the gap is systematic (or exactly zero).
         t_stat = 0.0 if gap == 0 else math.copysign(math.inf, gap)
         return "one-sample t", t_stat, float(n - 1), 1.0 if gap == 0 else 0.0
-    t_stat = gap / math.sqrt(s2n)
-    df = float(n - 1)
-    return "one-sample t", t_stat, df, _two_sided_p(t_stat, df)
-
-
-_RECOMPUTABLE = {
-    "accuracy": "classification",
-    "acc": "classification",
-    "error": "classification",
-    "error_rate": "classification",
-    "mae": "regression",
-    "mse": "regression",
-    "rmse": "regression",
-}
-
-
-def recompute_metric(run_dir: str | Path, metric: str) -> float | None:
-    """The metric recomputed by the harness from the run's predictions.parquet, for the metrics it knows
-    (accuracy/error for classification, MAE/MSE/RMSE for regression); None when it cannot be recomputed."""
-    name = metric.lower().rsplit("/", 1)[-1]
-    base = next((k for k in _RECOMPUTABLE if name == k or name.endswith("_" + k)), None)
-    if base is None or name.startswith(("train", "val", "dev")):
-        return None
-    from mlexp.rundir import load_predictions
-
-    try:
-        loaded = load_predictions(Path(run_dir))
-    except (OSError, ValueError):
-        return None
-    if loaded is None:
-        return None
-    df, spec = loaded
-    if len(df) == 0:
-        return None
-    task = spec.task or ("classification" if df[spec.y_true].dtype == object else None)
-    if task != _RECOMPUTABLE[base]:
-        return None
-    truth, pred = df[spec.y_true], df[spec.y_pred]
-    if task == "classification":
-        acc = float((truth == pred).mean())  # a missing prediction counts as wrong
-        return acc if base in ("accuracy", "acc") else 1.0 - acc
-    err = (pred.astype(float) - truth.astype(float)).dropna()
-    if err.empty:
-        return None
-    mse = float((err**2).mean())
-    return {"mae": float(err.abs().mean()), "mse": mse, "rmse": math.sqrt(mse)}[base]
+    result = stats.ttest_1samp(values, reported)
+    return "one-sample t", float(result.statistic), float(n - 1), float(result.pvalue)
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}g}"
+
+
+def _target_fields(target: Any) -> dict[str, Any]:
+    """The target's fields every Verdict carries, typed."""
+
+    def number(name: str, kind: type) -> Any:
+        value = _get(target, name)
+        return None if value is None else kind(value)
+
+    return dict(
+        claim_id=str(_get(target, "claim_id")), metric=str(_get(target, "metric")), reported=number("reported", float),
+        reported_std=number("reported_std", float), reported_n=number("reported_n", int),
+        direction=_get(target, "direction", "max") or "max", tolerance=float(_get(target, "tolerance", 0.0) or 0.0),
+        seeds_planned=_get(target, "seeds"),
+    )  # fmt: skip
+
+
+@dataclass
+class _Measured:
+    """The runs of one target sorted into used (with their values), failed and lacking the metric."""
+
+    values: list[float] = field(default_factory=list)
+    used: list[Any] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def not_run_reason(self, metric: str) -> str:
+        if self.failed:
+            return "no completed run: " + "; ".join(self.failed)
+        if self.missing:
+            return f"metric {metric!r} was not measured: " + "; ".join(self.missing)
+        return "no run was made for this claim"
+
+
+def _collect(runs: Sequence[Any], claim_id: str, metric: str) -> _Measured:
+    out = _Measured()
+    seen: set[str] = set()
+    for run in runs:
+        identity = str(_get(run, "identity", "") or id(run))
+        if identity in seen:  # a skipped rerun returns the earlier record: count it once
+            continue
+        seen.add(identity)
+        if _is_smoke(run):
+            continue
+        if _get(run, "status") != "completed":
+            out.failed.append(f"{_get(run, 'name', identity)} ({_get(run, 'status')}, {_get(run, 'exit_reason')})")
+            continue
+        metrics = _get(run, "metrics", {}) or {}
+        value = _metric_value(metrics, claim_id, metric)
+        if value is None:  # a value the harness refused (NaN, "oops") is a broken run, not a missing one
+            value = _metric_value(_get(run, "invalid_metrics", {}) or {}, claim_id, metric)
+        if value is None:
+            out.missing.append(f"{_get(run, 'name', identity)} has {sorted(metrics.keys())}")
+            continue
+        out.values.append(value)
+        out.used.append(run)
+    return out
+
+
+def _recompute_warnings(measured: _Measured, metric: str) -> list[str]:
+    """The printed metric is what the script claims; where the harness can recompute it from the saved
+    predictions, a disagreement is flagged (the value is still the one reported, so nothing is hidden)."""
+    warnings = []
+    for run, value in zip(measured.used, measured.values, strict=True):
+        again = recompute_metric(str(_get(run, "run_dir", "")), metric) if math.isfinite(value) else None
+        if again is not None and disagrees(value, again):
+            warnings.append(
+                f"{_get(run, 'name', '')} ({_get(run, 'identity', '')}): reported {metric}={value:.6g} but the "
+                f"harness recomputes {again:.6g} from predictions.parquet"
+            )
+    return warnings
+
+
+def _decide(base: dict[str, Any], values: list[float], *, alpha: float, confidence: float) -> dict[str, Any]:
+    """Rules 2-4 of the module docstring on finite values: the statistics, the verdict and its reason."""
+    reported, tolerance, direction = base["reported"], base["tolerance"], base["direction"]
+    mean, std, lo, hi = t_interval(values, confidence)
+    gap = mean - reported
+    out: dict[str, Any] = dict(measured_mean=mean, measured_std=std, ci_low=lo, ci_high=hi, gap=gap)
+    if abs(gap) <= tolerance:
+        reason = f"|gap| {abs(gap):.4g} is within the tolerance {tolerance:.4g}"
+        return {**out, "verdict": "replicated", "reason": reason}
+    test, t_stat, df, p = gap_test(values, reported, base["reported_std"], base["reported_n"])
+    out.update(test=test, statistic=t_stat, df=df, p_value=p)
+    test_text = "" if p is None else f"{test}, t={_fmt(t_stat, 3)}, df={_fmt(df, 3)}, p={p:.3g}"
+    if p is not None and p >= alpha:
+        reason = (f"gap {gap:+.4g} exceeds the tolerance {tolerance:.4g} but is within the noise ({test_text} "
+                  f">= {alpha}); more seeds would tell them apart")  # fmt: skip
+        return {**out, "verdict": "replicated", "reason": reason}
+    good = gap > 0 if direction == "max" else gap < 0
+    if p is None:
+        why = (
+            f"gap {gap:+.4g} exceeds the tolerance {tolerance:.4g}; a single run and no reported spread, so "
+            "no significance test was possible"
+        )
+    else:
+        why = f"gap {gap:+.4g} exceeds the tolerance {tolerance:.4g} and is significant ({test_text} < {alpha})"
+    return {**out, "verdict": "better" if good else "diverged", "reason": why}
 
 
 def compare_one(
@@ -241,123 +305,26 @@ def compare_one(
     not_run_reason: str | None = None,
 ) -> Verdict:
     """The verdict for one target against the runs that measured it (rules in the module docstring)."""
-    claim_id = str(_get(target, "claim_id"))
-    metric = str(_get(target, "metric"))
-    direction = _get(target, "direction", "max") or "max"
-    tolerance = float(_get(target, "tolerance", 0.0) or 0.0)
-    reported = _get(target, "reported")
-    reported = None if reported is None else float(reported)
-    reported_std = _get(target, "reported_std")
-    reported_std = None if reported_std is None else float(reported_std)
-    reported_n = _get(target, "reported_n")
-    reported_n = None if reported_n is None else int(reported_n)
-    base = dict(
-        claim_id=claim_id,
-        metric=metric,
-        reported=reported,
-        reported_std=reported_std,
-        reported_n=reported_n,
-        direction=direction,
-        tolerance=tolerance,
-        seeds_planned=_get(target, "seeds"),
-    )
+    base = _target_fields(target)
     not_run_reason = not_run_reason or _get(target, "not_run_reason")
     if not_run_reason:
         return Verdict(**base, verdict="not run", reason=str(not_run_reason))
-    if reported is None:
+    if base["reported"] is None:
         return Verdict(**base, verdict="not run", reason="the target has no reported value to compare against")
-
-    values: list[float] = []
-    used: list[Any] = []
-    failed: list[str] = []
-    missing: list[str] = []
-    seen: set[str] = set()
-    for run in runs:
-        identity = str(_get(run, "identity", "") or id(run))
-        if identity in seen:  # a skipped rerun returns the earlier record: count it once
-            continue
-        seen.add(identity)
-        if _is_smoke(run):
-            continue
-        if _get(run, "status") != "completed":
-            failed.append(f"{_get(run, 'name', identity)} ({_get(run, 'status')}, {_get(run, 'exit_reason')})")
-            continue
-        value = _metric_value(_get(run, "metrics", {}) or {}, claim_id, metric)
-        if value is None:
-            missing.append(f"{_get(run, 'name', identity)} has {sorted((_get(run, 'metrics', {}) or {}).keys())}")
-            continue
-        values.append(value)
-        used.append(run)
-
-    if not values:
-        if failed:
-            reason = "no completed run: " + "; ".join(failed)
-        elif missing:
-            reason = f"metric {metric!r} was not measured: " + "; ".join(missing)
-        else:
-            reason = "no run was made for this claim"
-        return Verdict(**base, verdict="not run", reason=reason)
-
-    # The printed metric is what the script claims; where the harness can recompute it from the saved
-    # predictions, a disagreement is flagged (the value is still the one reported, so nothing is hidden).
-    warnings = []
-    for run, value in zip(used, values, strict=True):
-        again = recompute_metric(str(_get(run, "run_dir", "")), metric) if math.isfinite(value) else None
-        if again is not None and abs(again - value) > 1e-4 * max(1.0, abs(value)):
-            warnings.append(
-                f"{_get(run, 'name', '')} ({_get(run, 'identity', '')}): reported {metric}={value:.6g} but the "
-                f"harness recomputes {again:.6g} from predictions.parquet"
-            )
+    measured = _collect(runs, base["claim_id"], base["metric"])
+    if not measured.values:
+        return Verdict(**base, verdict="not run", reason=measured.not_run_reason(base["metric"]))
     run_info = dict(
-        values=values,
-        runs=[str(_get(r, "identity", "")) for r in used],
-        run_dirs=[str(_get(r, "run_dir", "")) for r in used],
-        n=len(values),
-        warnings=warnings,
-    )
-    if not all(math.isfinite(v) for v in values):
-        return Verdict(
-            **base,
-            **run_info,
-            verdict="diverged",
-            reason=f"measured {metric} is not a finite number in {sum(not math.isfinite(v) for v in values)} "
-            f"of {len(values)} runs (NaN/inf: the run is broken)",
-        )
-
-    mean, std, lo, hi = t_interval(values, confidence)
-    gap = mean - reported
-    stat_info = dict(measured_mean=mean, measured_std=std, ci_low=lo, ci_high=hi, gap=gap)
-    if abs(gap) <= tolerance:
-        return Verdict(
-            **base,
-            **run_info,
-            **stat_info,
-            verdict="replicated",
-            reason=f"|gap| {abs(gap):.4g} is within the tolerance {tolerance:.4g}",
-        )
-    test, t_stat, df, p = gap_test(values, reported, reported_std, reported_n)
-    test_info = dict(test=test, statistic=t_stat, df=df, p_value=p)
-    test_text = "" if p is None else f"{test}, t={_fmt(t_stat, 3)}, df={_fmt(df, 3)}, p={p:.3g}"
-    if p is not None and p >= alpha:
-        return Verdict(
-            **base,
-            **run_info,
-            **stat_info,
-            **test_info,
-            verdict="replicated",
-            reason=f"gap {gap:+.4g} exceeds the tolerance {tolerance:.4g} but is within the noise ({test_text} "
-            f">= {alpha}); more seeds would tell them apart",
-        )
-    good = gap > 0 if direction == "max" else gap < 0
-    kind: VerdictKind = "better" if good else "diverged"
-    if p is None:
-        why = (
-            f"gap {gap:+.4g} exceeds the tolerance {tolerance:.4g}; a single run and no reported spread, so "
-            "no significance test was possible"
-        )
-    else:
-        why = f"gap {gap:+.4g} exceeds the tolerance {tolerance:.4g} and is significant ({test_text} < {alpha})"
-    return Verdict(**base, **run_info, **stat_info, **test_info, verdict=kind, reason=why)
+        values=measured.values, runs=[str(_get(r, "identity", "")) for r in measured.used],
+        run_dirs=[str(_get(r, "run_dir", "")) for r in measured.used], n=len(measured.values),
+        warnings=_recompute_warnings(measured, base["metric"]),
+    )  # fmt: skip
+    broken = sum(not math.isfinite(v) for v in measured.values)
+    if broken:
+        reason = (f"measured {base['metric']} is not a finite number in {broken} of {len(measured.values)} runs "
+                  "(NaN/inf: the run is broken)")  # fmt: skip
+        return Verdict(**base, **run_info, verdict="diverged", reason=reason)
+    return Verdict(**base, **run_info, **_decide(base, measured.values, alpha=alpha, confidence=confidence))
 
 
 def compare(
@@ -405,105 +372,3 @@ def summary_line(verdicts: Sequence[Verdict]) -> str:
     noun = "claim" if len(verdicts) == 1 else "claims"
     line = f"{counts['replicated']} of {len(verdicts)} {noun} replicated"
     return line + (f" ({', '.join(rest)})" if rest else "")
-
-
-# --- tamper guard ---------------------------------------------------------------------------------------------
-
-_HARNESS_DIR = Path(__file__).resolve().parent
-
-
-def hash_file(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def harness_fingerprint(root: str | Path | None = None) -> dict[str, str]:
-    """sha256 of every source file of the harness (the `mlexp` package), keyed "mlexp/<relative path>"."""
-    root = Path(root) if root is not None else _HARNESS_DIR
-    out = {}
-    for path in sorted(root.rglob("*.py")):
-        if "__pycache__" in path.parts:
-            continue
-        out[f"{root.name}/{path.relative_to(root).as_posix()}"] = hash_file(path)
-    return out
-
-
-def data_fingerprint(paths: Iterable[str | Path]) -> dict[str, str]:
-    """sha256 of data files; a directory contributes every file under it (hidden files skipped), keyed by path."""
-    out = {}
-    for item in paths:
-        item = Path(item)
-        if item.is_dir():
-            for path in sorted(p for p in item.rglob("*") if p.is_file()):
-                if any(part.startswith(".") for part in path.relative_to(item).parts):
-                    continue
-                out[str(path)] = hash_file(path)
-        elif item.is_file():
-            out[str(item)] = hash_file(item)
-        else:
-            out[str(item)] = "missing"
-    return out
-
-
-def fingerprint_changes(recorded: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
-    """Human-readable list of what changed between two fingerprints: modified, removed and added files."""
-    problems = []
-    for name in sorted(set(recorded) | set(current)):
-        if name not in current:
-            problems.append(f"{name}: removed since it was recorded")
-        elif name not in recorded:
-            problems.append(f"{name}: added since the fingerprint was recorded")
-        elif recorded[name] != current[name]:
-            problems.append(f"{name}: content changed (sha256 {recorded[name][:12]} -> {current[name][:12]})")
-    return problems
-
-
-def tamper_check(
-    recorded_harness: Mapping[str, str] | None = None,
-    recorded_data: Mapping[str, str] | None = None,
-    *,
-    data_paths: Iterable[str | Path] | None = None,
-) -> list[str]:
-    """Compare recorded fingerprints with the files as they are now; an empty list means nothing changed.
-
-    `data_paths` are the files/directories the data fingerprint was taken over (so files added to a data
-    directory are flagged too); by default the recorded file names themselves are re-hashed.
-    """
-    problems = []
-    if recorded_harness is not None:
-        problems += [f"harness {p}" for p in fingerprint_changes(recorded_harness, harness_fingerprint())]
-    if recorded_data is not None:
-        current = data_fingerprint(list(data_paths) if data_paths is not None else list(recorded_data))
-        problems += [f"data {p}" for p in fingerprint_changes(recorded_data, current)]
-    return problems
-
-
-def write_guard(path: str | Path, data_paths: Iterable[str | Path] = ()) -> dict[str, Any]:
-    """Record the harness and data fingerprints in `path` (JSON, written atomically) before runs start."""
-    data_paths = [str(Path(p).resolve()) for p in data_paths if p]
-    guard = {
-        "harness": harness_fingerprint(),
-        "data_paths": data_paths,
-        "data": data_fingerprint(data_paths),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(guard, fh, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-    return guard
-
-
-def check_guard(path: str | Path) -> list[str]:
-    """What changed since `write_guard(path, ...)`: harness source files and data files. [] when nothing did;
-    one problem line when the guard file itself is missing or unreadable (the check could not be made)."""
-    try:
-        guard = json.loads(Path(path).read_text(encoding="utf-8"))
-        return tamper_check(guard["harness"], guard["data"], data_paths=guard.get("data_paths") or None)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [f"tamper guard {path} cannot be read ({type(exc).__name__}: {exc}): harness integrity not verified"]

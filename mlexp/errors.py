@@ -23,3 +23,7 @@ class RegistryError(MlexpError):
 
 class ExecutorError(MlexpError):
     """The executor (local process or Ray cluster) could not start or follow the run."""
+
+
+class SandboxError(MlexpError):
+    """The sandbox cannot be set up here (bubblewrap missing or not permitted)."""

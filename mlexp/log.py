@@ -67,8 +67,8 @@ class RunLogger:
         self._first_step_at: float | None = None
         self._last_printed = -math.inf
         # Line-buffered appends: each line reaches the file as soon as it is written.
-        self._log = open(self.run_dir / "training.log", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-        self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._log = open(self.run_dir / "training.log", "a", encoding="utf-8", buffering=1)
+        self._metrics = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8", buffering=1)
 
     # -- plain logging ---------------------------------------------------------------------------------------------
     def info(self, msg: str) -> None:

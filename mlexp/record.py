@@ -13,6 +13,7 @@ from mlexp.errors import RunDirError
 
 Status = Literal["completed", "failed", "running"]
 ExitReason = Literal["ok", "error", "silence", "wall_limit", "killed", "memory"]
+ExecutorName = Literal["local", "ray"]
 RECORD_FILE = "record.json"
 
 
@@ -34,7 +35,8 @@ class RunRecord(BaseModel):
     exit_code: int | None = None
     exit_reason: ExitReason | None = None
     run_dir: str
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)  # finite values only (mlexp.metrics)
+    invalid_metrics: dict[str, str] = Field(default_factory=dict)  # non-finite / non-numeric values, as printed
     config: dict[str, Any] = Field(default_factory=dict)
     config_hash: str = ""
     code_commit: str = ""
@@ -48,12 +50,14 @@ class RunRecord(BaseModel):
     script: str | None = None
     smoke: bool = False
     seed: int = 0
-    executor: str = "local"
+    executor: ExecutorName = "local"
     check: CheckResult | None = None
     eta_s: float | None = None
     s_per_step: float | None = None
     gpu_memory: str | None = None
     network: str | None = None
+    sandbox: str | None = None  # how the run was contained (mlexp.sandbox), "none: --no-sandbox ..." when opted out
+    memory_limit: str | None = None  # whole-tree (cgroup) or, said plainly, per-process
     runner_pid: int | None = None
     runner_host: str | None = None
     runner_start_time: float | None = None

@@ -22,7 +22,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ class PredictionSpec(BaseModel):
     y_pred: str
     group_col: str | None = None
     score_col: str | None = None
-    task: str | None = None  # "classification" | "regression"; inferred when None
+    task: Literal["classification", "regression"] | None = None  # inferred when None
     valid_range: list[float] | None = None
     expected_count: int | None = None
     input_col: str | None = None
@@ -228,6 +228,8 @@ def render_readme(record: Any, info: dict | None, *, index_rows: list[dict] | No
     if record.error:
         lines.append(f"  error: {record.error.splitlines()[-1][:300]}")
     lines.append(f"  kind: {'SMOKE run (small config, exercises the whole lifecycle)' if record.smoke else 'full run'}")
+    lines += ["", "CONTAINMENT (docs/sandbox.md)", f"  sandbox: {record.sandbox or 'bwrap (starting)'}",
+              f"  network: {record.network or 'n/a'}", f"  memory limit: {record.memory_limit or 'none'}"]
     lines += ["", "PURPOSE", f"  {info.get('purpose') or 'not stated (pass readme={purpose: ...})'}"]
     lines += ["", "SCOPE", f"  {info.get('scope') or 'not stated'}"]
     lines += ["", "DATA", f"  {info.get('data') or 'not stated'}"]

@@ -6,15 +6,18 @@
 - The watchdog kills the whole process group (children too) when the script prints nothing for `silence_limit_s`
   (the 5-minute rule) or runs past `wall_limit_s`: SIGTERM, a short grace, then SIGKILL.
 - After step 1 it reports s/step, the ETA and, where a GPU is visible, GPU memory headroom.
-- `memory_limit_mb` caps the address space (RLIMIT_AS); `no_network` runs the script in a fresh network namespace
-  (`unshare -n`) when the OS allows it and says so plainly when it does not.
+- `sandbox` (a `mlexp.sandbox.SandboxPolicy`, the harness's default) runs the command inside bubblewrap: read-only
+  filesystem, writable RUN_DIR, own PID namespace, no network. Without it (`--no-sandbox`) the child still gets
+  PR_SET_PDEATHSIG, and `no_network` cuts the network with `unshare -n` where the OS allows it.
+- `memory_limit_mb` limits the whole process tree through a cgroup where the machine allows it, else each process
+  (RLIMIT_AS), and the result says which (`mlexp.cgroup`). An OOM kill stops the whole run at once (`memory`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -24,8 +27,13 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, TextIO
 
+from mlexp.cgroup import MemoryCage
 from mlexp.errors import ExecutorError, ScriptError
+from mlexp.metrics import FinalLineFilter
+from mlexp.record import ExitReason
+from mlexp.sandbox import NO_SANDBOX, SandboxPolicy, bwrap_command, sandbox_env
 
 # Passed through when present: locale, paths, caches, thread counts, GPU selection. Nothing that authenticates.
 BASE_ALLOW = (
@@ -47,6 +55,7 @@ SECRET_PATTERNS = [
 STEP_LINE = re.compile(r"step\s+(\d+)\s*/\s*(\d+).*?([\d.eE+-]+)\s*s/step.*?ETA\s+(\d+:\d{2}:\d{2})")
 MEMORY_HINTS = ("MemoryError", "CUDA out of memory", "OutOfMemoryError", "Cannot allocate memory", "std::bad_alloc")
 KILL_GRACE_S = 3.0
+MAX_FINAL_LINES = 100_000
 
 
 class Redactor:
@@ -130,7 +139,7 @@ def gpu_memory() -> str | None:
 @dataclass
 class ProcessResult:
     exit_code: int | None
-    exit_reason: str  # ok | error | silence | wall_limit | killed | memory
+    exit_reason: ExitReason
     duration_s: float
     tail: list[str] = field(default_factory=list)
     eta_s: float | None = None
@@ -138,6 +147,9 @@ class ProcessResult:
     gpu_memory: str | None = None
     network: str = "allowed"
     message: str = ""
+    sandbox: str = NO_SANDBOX
+    memory_limit: str = "none"
+    final_lines: list[str] = field(default_factory=list)  # every final-metrics block, whole output (mlexp.metrics)
 
 
 def _parse_duration(text: str) -> float:
@@ -145,15 +157,145 @@ def _parse_duration(text: str) -> float:
     return h * 3600 + m * 60 + s
 
 
-def _limits(memory_limit_mb: int | None) -> Callable[[], None] | None:
-    if not memory_limit_mb:
-        return None
-    limit = int(memory_limit_mb) * 1024 * 1024
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the runner dies (PR_SET_PDEATHSIG), so a killed runner leaves no script behind."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
 
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    return apply
+def _preexec(steps: list[Callable[[], None]]) -> Callable[[], None]:
+    def run_all() -> None:
+        for step in steps:
+            step()
+
+    return run_all
+
+
+@dataclass
+class _Tee:
+    """The reader thread's state: what it saw, for the watchdog and the result. One writer (the thread)."""
+
+    emit: Callable[[str], None]
+    redact: Callable[[str], str]
+    log: TextIO | None
+    max_eta_s: float | None
+    tail: deque[str]
+    last_output: float = field(default_factory=time.monotonic)
+    eta_kill: str | None = None
+    s_per_step: float | None = None
+    eta_s: float | None = None
+    gpu_memory: str | None = None
+    final_lines: list[str] = field(default_factory=list)
+    finals: FinalLineFilter = field(default_factory=FinalLineFilter)
+
+    def write(self, line: str) -> None:
+        self.tail.append(line)
+        if self.log:
+            self.log.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+        self.emit(line)
+
+    def read(self, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            self.last_output = time.monotonic()
+            line = self.redact(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+            self.write(line)
+            self._keep_final(line)
+            match = STEP_LINE.search(line)
+            if match:
+                self._progress(match)
+
+    def _keep_final(self, line: str) -> None:
+        """Final-metrics blocks are kept from the whole output, not just the tail: a later block is a conflict."""
+        if self.finals.keep(line) and len(self.final_lines) < MAX_FINAL_LINES:
+            self.final_lines.append(line)
+
+    def _progress(self, match: re.Match[str]) -> None:
+        eta = _parse_duration(match.group(4))
+        if self.max_eta_s is not None and eta > self.max_eta_s and not self.eta_kill:
+            self.eta_kill = f"ETA {match.group(4)} at step {match.group(1)} exceeds max_eta_s={self.max_eta_s:g}"
+        if self.s_per_step is None:  # the record keeps the first step's timing: the pre-flight figure
+            self.s_per_step, self.eta_s = float(match.group(3)), eta
+            self.gpu_memory = gpu_memory()
+            note = f"[mlexp] first step seen: {self.s_per_step:.3g} s/step, ETA {match.group(4)}"
+            self.write(note + (f", GPU memory: {self.gpu_memory}" if self.gpu_memory else ""))
+
+
+@dataclass(frozen=True)
+class Limits:
+    wall_limit_s: float | None = None
+    silence_limit_s: float | None = 300.0
+
+
+def _wrap(cmd: list[str], env: Mapping[str, str], sandbox: SandboxPolicy | None, no_network: bool,
+          emit: Callable[[str], None]) -> tuple[list[str], dict[str, str], str, str]:  # fmt: skip
+    """(command, environment, network description, sandbox description) for the chosen containment."""
+    if sandbox is not None:
+        network = "allowed (by name)" if sandbox.network else "cut (bwrap --unshare-net)"
+        return bwrap_command(sandbox, cmd, env), sandbox_env(env), network, sandbox.describe()
+    if not no_network:
+        return cmd, dict(env), "allowed", NO_SANDBOX
+    prefix, why = network_isolation()
+    if prefix:
+        return [*prefix, *cmd], dict(env), "cut (unshare -n)", NO_SANDBOX
+    emit(f"[mlexp] --no-network requested but network could NOT be cut: {why}")
+    return cmd, dict(env), f"NOT cut: {why}", NO_SANDBOX
+
+
+def _start(cmd: list[str], cwd: Path, env: Mapping[str, str], cage: MemoryCage, sandboxed: bool) -> subprocess.Popen:
+    steps = [] if sandboxed else [_die_with_parent]  # bwrap's --die-with-parent does this inside the sandbox
+    join = cage.preexec()
+    if join:
+        steps.append(join)
+    try:
+        return subprocess.Popen(
+            cmd, cwd=str(cwd), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_preexec(steps),
+        )  # fmt: skip
+    except FileNotFoundError as exc:
+        raise ScriptError(f"cannot start {cmd[0]}: {exc.strerror}") from exc
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ExecutorError(f"cannot start the run process: {exc}") from exc
+
+
+def _watch(proc: subprocess.Popen, tee: _Tee, limits: Limits, cage: MemoryCage, start: float) -> tuple[str, str]:
+    """Poll until the process ends or a limit is hit: ('', '') or (exit reason, message) of the kill."""
+    while proc.poll() is None:
+        now = time.monotonic()
+        if cage.oom_killed():
+            return "memory", f"killed: the run's processes together exceeded the memory limit ({cage.describe()})"
+        if tee.eta_kill:
+            return "wall_limit", f"killed early: {tee.eta_kill} (fix the config rather than wait)"
+        if limits.wall_limit_s is not None and now - start > limits.wall_limit_s:
+            return "wall_limit", f"killed: ran past the wall-clock limit of {limits.wall_limit_s:g}s"
+        if limits.silence_limit_s is not None and now - tee.last_output > limits.silence_limit_s:
+            return "silence", f"killed: no output for {limits.silence_limit_s:g}s (silence rule)"
+        time.sleep(0.1)
+    return "", ""
+
+
+def _classify(returncode: int | None, killed_for: str, tail: list[str], sandboxed: bool,
+              cage: MemoryCage) -> tuple[ExitReason, str]:  # fmt: skip
+    """Why the process ended, from the watchdog's verdict, the exit status and the output."""
+    if killed_for:
+        return killed_for, ""  # type: ignore[return-value]
+    if returncode == 0:
+        return "ok", ""
+    if cage.oom_killed():
+        return "memory", f"killed by the kernel: the run exceeded its memory limit ({cage.describe()})"
+    if any(hint in line for line in tail[-200:] for hint in MEMORY_HINTS):
+        return "memory", ""
+    signum = -returncode if returncode is not None and returncode < 0 else None
+    if sandboxed and returncode is not None and returncode > 128:
+        signum = returncode - 128  # bwrap exits 128+N when the script died of signal N
+    if signum is not None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = str(signum)
+        return "killed", f"killed by signal {name}"  # a signal we did not send (OOM killer, a person)
+    return "error", ""
 
 
 def run_process(
@@ -171,112 +313,54 @@ def run_process(
     on_start: Callable[[int], None] | None = None,
     tail_lines: int = 20000,
     max_eta_s: float | None = None,
+    sandbox: SandboxPolicy | None = None,
 ) -> ProcessResult:
-    """Start `cmd` in a new session (its own process group), tee its output, enforce the limits."""
-    redact = redact or Redactor()
+    """Start `cmd` in a new session (its own process group), in `sandbox` unless None, tee its output, enforce
+    the limits; every process of the run is gone when this returns."""
     emit = on_line or (lambda line: None)
-    network = "allowed"
-    cmd = list(cmd)
-    if no_network:
-        prefix, why = network_isolation()
-        if prefix:
-            cmd, network = [*prefix, *cmd], "cut (unshare -n)"
-        else:
-            network = f"NOT cut: {why}"
-            emit(f"[mlexp] --no-network requested but network could NOT be cut: {why}")
-    log = open(log_path, "a", encoding="utf-8", buffering=1) if log_path else None  # noqa: SIM115
+    cmd, env, network, sandbox_text = _wrap(list(cmd), env, sandbox, no_network, emit)
+    cage = MemoryCage.create(memory_limit_mb, Path(cwd).name)
+    log = open(log_path, "a", encoding="utf-8", buffering=1) if log_path else None
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            cmd, cwd=str(cwd), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_limits(memory_limit_mb),
-        )  # fmt: skip
-    except FileNotFoundError as exc:
+        proc = _start(cmd, Path(cwd), env, cage, sandbox is not None)
+    except BaseException:
+        cage.close()
         if log:
             log.close()
-        raise ScriptError(f"cannot start {cmd[0]}: {exc.strerror}") from exc
-    except OSError as exc:
-        if log:
-            log.close()
-        raise ExecutorError(f"cannot start the run process: {exc}") from exc
+        raise
     if on_start:
         on_start(proc.pid)
-    tail: deque[str] = deque(maxlen=tail_lines)
-    state: dict = {"last_output": time.monotonic(), "step_seen": False}
-    result = ProcessResult(exit_code=None, exit_reason="ok", duration_s=0.0, network=network)
-
-    def reader() -> None:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            state["last_output"] = time.monotonic()
-            line = redact(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-            tail.append(line)
-            if log:
-                log.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
-            emit(line)
-            match = STEP_LINE.search(line)
-            if match:
-                eta = _parse_duration(match.group(4))
-                if max_eta_s is not None and eta > max_eta_s and not state.get("eta_kill"):
-                    state["eta_kill"] = f"ETA {match.group(4)} at step {match.group(1)} exceeds max_eta_s={max_eta_s:g}"
-                if not state["step_seen"]:  # the record keeps the first step's timing: the §12 pre-flight figure
-                    state["step_seen"] = True
-                    result.s_per_step, result.eta_s = float(match.group(3)), eta
-                    result.gpu_memory = gpu_memory()
-                    note = f"[mlexp] first step seen: {result.s_per_step:.3g} s/step, ETA {match.group(4)}"
-                    if result.gpu_memory:
-                        note += f", GPU memory: {result.gpu_memory}"
-                    tail.append(note)
-                    if log:
-                        log.write(f"[{time.strftime('%H:%M:%S')}] {note}\n")
-                    emit(note)
-
-    thread = threading.Thread(target=reader, name="mlexp-tee", daemon=True)
+    tee = _Tee(emit=emit, redact=redact or Redactor(), log=log, max_eta_s=max_eta_s, tail=deque(maxlen=tail_lines))
+    assert proc.stdout is not None
+    thread = threading.Thread(target=tee.read, args=(proc.stdout,), name="mlexp-tee", daemon=True)
     thread.start()
-    killed_for: str | None = None
+    killed_for, message = "", ""
     try:
-        while proc.poll() is None:
-            now = time.monotonic()
-            if state.get("eta_kill"):
-                killed_for = "wall_limit"
-                result.message = f"killed early: {state['eta_kill']} (fix the config rather than wait)"
-            elif wall_limit_s is not None and now - start > wall_limit_s:
-                killed_for = "wall_limit"
-                result.message = f"killed: ran past the wall-clock limit of {wall_limit_s:g}s"
-            elif silence_limit_s is not None and now - state["last_output"] > silence_limit_s:
-                killed_for = "silence"
-                result.message = f"killed: no output for {silence_limit_s:g}s (silence rule)"
-            if killed_for:
-                emit(f"[mlexp] {result.message}")
-                _kill_group(proc)
-                break
-            time.sleep(0.1)
+        killed_for, message = _watch(proc, tee, Limits(wall_limit_s, silence_limit_s), cage, start)
+        if killed_for:
+            emit(f"[mlexp] {message}")
+            _kill_group(proc)
     except BaseException:  # KeyboardInterrupt or the caller's own death: never leave the group behind
         _kill_group(proc)
         raise
     finally:
         proc.wait()
         _kill_group(proc, grace=0.0)  # children that outlived the main process still hold the pipe
+        cage.kill_all()  # daemons that left the process group (no-sandbox runs; the sandbox kills its own)
         thread.join(timeout=5.0)
         if log:
             if killed_for:
-                log.write(f"[{time.strftime('%H:%M:%S')}] [mlexp] {result.message}\n")
+                log.write(f"[{time.strftime('%H:%M:%S')}] [mlexp] {message}\n")
             log.close()
-    result.duration_s = time.monotonic() - start
-    result.exit_code = proc.returncode
-    result.tail = list(tail)
-    if killed_for:
-        result.exit_reason = killed_for
-    elif proc.returncode == 0:
-        result.exit_reason = "ok"
-    elif any(hint in line for line in list(tail)[-200:] for hint in MEMORY_HINTS):
-        result.exit_reason = "memory"
-    elif proc.returncode is not None and proc.returncode < 0:
-        result.exit_reason = "killed"  # a signal we did not send (OOM killer, a person)
-        result.message = f"killed by signal {signal.Signals(-proc.returncode).name}"
-    else:
-        result.exit_reason = "error"
-    return result
+    reason, why = _classify(proc.returncode, killed_for, list(tee.tail), sandbox is not None, cage)
+    memory_text = cage.describe()
+    cage.close()
+    return ProcessResult(
+        exit_code=proc.returncode, exit_reason=reason, duration_s=time.monotonic() - start, tail=list(tee.tail),
+        eta_s=tee.eta_s, s_per_step=tee.s_per_step, gpu_memory=tee.gpu_memory, network=network,
+        message=message or why, sandbox=sandbox_text, memory_limit=memory_text, final_lines=tee.final_lines,
+    )  # fmt: skip
 
 
 def _kill_group(proc: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:

@@ -23,13 +23,13 @@ KV = re.compile(r"^([A-Za-z_][\w./-]*)\s*:\s*(\S+)\s*$")
 EXC_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit|Warning|Fault)?(:|$)")
 
 
-def _strip_ts(line: str) -> str:
+def strip_timestamp(line: str) -> str:
     return TIMESTAMP.sub("", line, count=1)
 
 
 def _shape(line: str) -> str:
     """The line with numbers and hex ids replaced: 'step 12/100 loss=0.3' and 'step 13/100 loss=0.2' match."""
-    return NUMBER.sub("#", HEX.sub("#", _strip_ts(line))).strip()
+    return NUMBER.sub("#", HEX.sub("#", strip_timestamp(line))).strip()
 
 
 def extract_tracebacks(lines: list[str]) -> list[list[str]]:
@@ -46,7 +46,7 @@ def _traceback_spans(lines: list[str]) -> list[tuple[int, int]]:
             block = [lines[i]]
             i += 1
             while i < len(lines):
-                body = _strip_ts(lines[i])
+                body = strip_timestamp(lines[i])
                 block.append(lines[i])
                 i += 1
                 if body and not body[0].isspace() and EXC_LINE.match(body) and not body.startswith("Traceback"):
@@ -70,7 +70,7 @@ def final_metrics(lines: list[str]) -> dict[str, str]:
     for idx in range(len(lines) - 1, -1, -1):
         if FINAL_MARK in lines[idx]:
             for line in lines[idx + 1 :]:
-                match = KV.match(_strip_ts(line))
+                match = KV.match(strip_timestamp(line))
                 if not match:
                     break
                 found[match.group(1)] = match.group(2)
@@ -131,7 +131,7 @@ def summarize_log(text: str, *, max_lines: int = 80) -> str:
     out = [f"log: {len(lines)} lines, {len(set(map(_shape, lines)))} distinct"]
     progress = last_progress(body_src)
     if progress:
-        out.append(f"last progress: {_strip_ts(progress)}")
+        out.append(f"last progress: {strip_timestamp(progress)}")
     metrics = final_metrics(lines)
     if metrics:
         out.append("final metrics: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))

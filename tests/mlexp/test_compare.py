@@ -16,17 +16,14 @@ from pathlib import Path
 import pytest
 
 from mlexp import RunRecord
-from mlexp.compare import (
+from mlexp.compare import compare, summary_line, t_interval, worst_first
+from mlexp.guard import (
     check_guard,
-    compare,
     data_fingerprint,
     fingerprint_changes,
     harness_fingerprint,
     hash_file,
-    summary_line,
-    t_interval,
     tamper_check,
-    worst_first,
     write_guard,
 )
 

@@ -42,8 +42,8 @@ def test_hanging_script_is_killed_by_the_silence_rule_with_its_children(tmp_path
         tmp_path,
         """
         import subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-        open("child.pid", "w").write(str(child.pid))
+        # The child proves it is alive by writing a file into RUN_DIR (its pid means nothing outside the sandbox).
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3); open('child_alive', 'w')"])
         print("started, now hanging", flush=True)
         time.sleep(300)
     """,
@@ -53,9 +53,8 @@ def test_hanging_script_is_killed_by_the_silence_rule_with_its_children(tmp_path
     assert time.monotonic() - t0 < 20
     assert record.status == "failed" and record.exit_reason == "silence"
     assert "no output for 1.5s" in record.digest and "started, now hanging" in record.digest
-    child = int((Path(record.run_dir) / "child.pid").read_text())
-    time.sleep(0.2)
-    assert not alive(child), "the whole process group must be killed"
+    time.sleep(3.5)
+    assert not (Path(record.run_dir) / "child_alive").exists(), "the whole process tree must be killed"
     assert json.loads((tmp_path / "runs" / "registry.json").read_text())["runs"][record.identity]["status"] == "failed"
 
 
@@ -167,7 +166,8 @@ def test_memory_limit_is_enforced(tmp_path: Path) -> None:
     )
     record = mlexp.run_script(job, {}, runs_root=tmp_path / "runs", name="mem", memory_limit_mb=400)
     assert record.status == "failed" and record.exit_reason == "memory"
-    assert "MemoryError" in record.error
+    # A cgroup limit ends in the OOM killer (the harness says so); a per-process limit in MemoryError.
+    assert "memory limit" in record.error or "MemoryError" in record.error
 
 
 def test_no_network_cuts_access_or_says_it_could_not(tmp_path: Path) -> None:
@@ -187,11 +187,17 @@ def test_no_network_cuts_access_or_says_it_could_not(tmp_path: Path) -> None:
     """,
     )
     try:
-        open_run = mlexp.run_script(job, {}, runs_root=tmp_path / "runs", name="net")
+        default = mlexp.run_script(job, {}, runs_root=tmp_path / "runs", name="net")
+        assert default.network == "cut (bwrap --unshare-net)"
+        assert "network: blocked" in (Path(default.run_dir) / "console.log").read_text()
+        allowed = mlexp.run_script(job, {"y": 1}, runs_root=tmp_path / "runs", name="net", allow_network=True)
+        assert allowed.network == "allowed (by name)"
+        assert "network: reachable" in (Path(allowed.run_dir) / "console.log").read_text()
+        open_run = mlexp.run_script(job, {"z": 1}, runs_root=tmp_path / "runs", name="net", sandbox=False)
         assert "network: reachable" in (Path(open_run.run_dir) / "console.log").read_text()
         lines: list[str] = []
         cut = mlexp.run_script(job, {"x": 1}, runs_root=tmp_path / "runs", name="net", no_network=True,
-                               on_line=lines.append)  # fmt: skip
+                               sandbox=False, on_line=lines.append)  # fmt: skip
     finally:
         server.close()
     prefix, why = network_isolation()
@@ -236,15 +242,16 @@ def test_killing_the_runner_leaves_the_registry_consistent(tmp_path: Path) -> No
     assert time.monotonic() - t0 < 5 and [r.status for r in live] == ["running"]
     os.kill(runner.pid, signal.SIGKILL)
     runner.wait()
-    assert alive(child), "the orphaned script is still running right after the runner died"
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), "the sandbox dies with its runner (--die-with-parent): no script outlives it"
     records = mlexp.list_runs(runs)  # the next call detects the dead runner
     assert len(records) == 1
     rec = records[0]
     assert rec.status == "failed" and rec.exit_reason == "killed" and "died" in (rec.error or "")
     data = json.loads(registry.read_text())
     assert data["runs"][rec.identity]["status"] == "failed"
-    time.sleep(0.3)
-    assert not alive(child), "the orphaned script's process group is killed by the reaper"
     assert mlexp.RunRecord.load(rec.run_dir).status == "failed"
     # and the run can be started again
     again = mlexp.run_script(job, {}, runs_root=runs, name="victim", wall_limit_s=1)

@@ -152,7 +152,7 @@ def _run_dir_with(tmp_path: Path, frame: pd.DataFrame, **kwargs) -> Path:
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     (run_dir / "config.yaml").write_text("a: 1\n")
-    (run_dir / "metrics.json").write_text(json.dumps({"mae": 1.0}))
+    (run_dir / "metrics.json").write_text(json.dumps({"score": 1.0}))  # not recomputable from the predictions
     log = RunLogger(run_dir, echo=False)
     log.save_predictions(frame, "id", "y", "p", **kwargs)
     log.close()
