@@ -79,6 +79,8 @@ def caption_range(page: PageData, hit: CaptionHit, split: float | None) -> tuple
     wrapped table sits in, the other column of a two-column page) belongs to something else, so the range ends
     halfway between the caption and its nearest neighbour on each side.
     """
+    if split is None:
+        split = _local_split(page, hit)
     if split is not None and hit.x1 <= split + 5:
         x0, x1 = 0.0, split
     elif split is not None and hit.x0 >= split - 5:
@@ -94,6 +96,21 @@ def caption_range(page: PageData, hit: CaptionHit, split: float | None) -> tuple
         elif line.x0 > hit.x1 + 2:
             x1 = min(x1, _gutter(page, hit, hit.x1, line.x0))
     return x0, x1
+
+
+def _local_split(page: PageData, hit: CaptionHit, reach: float = 150.0) -> float | None:
+    """The page middle, when the caption sits in one half and the other half holds running text near it: a
+    column-wide table on a two-column page that, as a whole, `two_column_split` could not tell (many full-width
+    floats)."""
+    mid = page.width / 2
+    if hit.x1 <= mid + 5:
+        other = [ln for ln in page.lines if ln.x0 >= mid - 5]
+    elif hit.x0 >= mid - 5:
+        other = [ln for ln in page.lines if ln.x1 <= mid + 5]
+    else:
+        return None
+    near = [ln for ln in other if len(ln.text) > 30 and hit.y0 - reach <= ln.y0 <= hit.y1 + reach]
+    return mid if len(near) >= 2 else None
 
 
 def _gutter(page: PageData, hit: CaptionHit, lo: float, hi: float, reach: float = 200.0) -> float:

@@ -121,6 +121,9 @@ class Line:
     bold: bool  # most characters in a bold/medium face
     block: int  # index of the pymupdf block it came from
     pieces: list[tuple[float, float]] = field(default_factory=list)  # x-extents of its spans, left to right
+    all_bold: bool = False  # every span bold: a heading, not a paragraph that opens with a bold run-in title
+    font: str = ""  # the font of most of its characters
+    min_size: float = 0.0  # smallest font size on the line
 
     @property
     def gaps(self) -> list[float]:
@@ -302,6 +305,9 @@ def read_page(
             bold_chars = sum(len(s["text"]) for s in spans if _is_bold(s))
             bold = bold_chars * 2 > sum(len(s["text"]) for s in spans)
             pieces = [(box[0], box[2]) for box in (frame(s["bbox"]) for s in spans)]
+            all_bold = all(_is_bold(s) for s in spans)
+            min_size = min(s["size"] for s in spans)
+            font = max(spans, key=lambda s: len(s["text"]))["font"]
             prev = merged[-1] if merged else None
             # Two captions side by side on one baseline (two tables in one float) stay two lines.
             beside = prev is not None and x0 - prev.x1 > 2.5 * size and _CAPTION_START.match(text) is not None
@@ -317,8 +323,10 @@ def read_page(
                 prev.size = max(prev.size, size)
                 prev.bold = prev.bold and bold
                 prev.pieces.extend(pieces)
+                prev.all_bold = prev.all_bold and all_bold
+                prev.min_size = min(prev.min_size, min_size)
                 continue
-            merged.append(Line(x0, y0, x1, y1, text, size, bold, b_index, pieces))
+            merged.append(Line(x0, y0, x1, y1, text, size, bold, b_index, pieces, all_bold, font, min_size))
         if merged:
             bx0, by0, bx1, by1 = frame(block["bbox"])
             blocks.append(Block(bx0, by0, bx1, by1, merged))
@@ -448,34 +456,84 @@ class Heading:
 
 
 def find_headings(pages: list[PageData], body_size: float) -> list[Heading]:
-    """Section headings: short lines set larger than body text, or bold and numbered / a usual section name."""
+    """Section headings: short lines set wholly larger than body text, or wholly bold and numbered / a usual
+    section name. Never the title block (author names, affiliations, dates above the abstract), a table row, a
+    caption, a line of code, or a paragraph that opens with a bold run-in title."""
     headings: list[Heading] = []
+    fonts: dict[str, int] = {}
+    for page in pages:
+        for line in page.lines:
+            fonts[line.font] = fonts.get(line.font, 0) + len(line.text)
+    body_font = max(fonts, key=lambda f: fonts[f]) if fonts else ""
+    front_matter = True  # page 1 until the first numbered or usual-name heading ("Abstract", "1 Introduction")
     for page in pages:
         for block in page.blocks:
             for index, line in enumerate(block.lines):
-                text = line.text.strip()
-                if not text or len(text) > 90 or len(text.split()) > 12 or not text[0].isalnum():
+                # A numbered line alone in its block, in a face other than the body's ("I. Introduction" in
+                # small caps, "A. Related work" in italics): an IEEE-style heading at body size.
+                styled = len(block.lines) == 1 and bool(line.font) and line.font != body_font
+                heading = _heading(line, index, body_size, styled)
+                if heading is None:
                     continue
-                if not re.search(r"[A-Za-z]{3}", text):  # page numbers, "3.2", stray labels
+                title, level, numbered, named = heading
+                # The title block ends at "Abstract" or a section numbered with digits ("A Study of ..." is a
+                # title, not appendix A).
+                if front_matter and page.number == 1 and not (named or (numbered and title[:1].isdigit())):
                     continue
-                numbered = NUMBERED_HEADING.match(text)
-                gaps = line.gaps[1:] if numbered else line.gaps
-                if any(g > 1.5 * line.size for g in gaps):
-                    continue  # cells of a table row ("Model   t-stat   df"), not a title
-                named = HEADING_NAMES.match(numbered.group("title") if numbered else text)
-                larger = line.size >= body_size + 0.9
-                if text.endswith((".", ",", ";")) and not (named and len(text.split()) <= 3):
-                    continue
-                if not (larger and (numbered or named or index == 0)) and not (line.bold and (numbered or named)):
-                    continue
-                if numbered and not re.search(r"[A-Za-z]{3}", numbered.group("title")):
-                    continue
+                front_matter = False
                 if (
                     numbered
-                    and re.fullmatch(r"\d+", numbered.group("num").rstrip("."))
-                    and int(numbered.group("num").rstrip(".")) > 30
+                    and re.match(r"[A-H][.\s]", title)
+                    and any(re.match(r"[IVX]+\.", h.title) for h in headings)
                 ):
-                    continue  # "2017 Conference ..." is not section 2017
-                level = numbered.group("num").rstrip(".").count(".") + 1 if numbered else 1
-                headings.append(Heading(page.number, line, text, level))
+                    level = 2  # "A. Related work" under "II. Background": IEEE subsections
+                previous = headings[-1] if headings else None
+                if (
+                    previous is not None
+                    and previous.page == page.number
+                    and previous.line.block == line.block
+                    and line.y0 - previous.line.y1 < 0.8 * line.height
+                    and not numbered
+                    and abs(previous.line.size - line.size) < 0.3
+                ):
+                    previous.title = f"{previous.title} {title}"  # the second line of a wrapped heading
+                    continue
+                headings.append(Heading(page.number, line, title, level))
     return headings
+
+
+def _heading(line: Line, index: int, body_size: float, styled: bool = False) -> tuple[str, int, bool, bool] | None:
+    """(title, level, numbered, usual name) when `line` reads as a section heading, else None."""
+    text = line.text.strip()
+    if not text or len(text) > 90 or len(text.split()) > 12 or not text[0].isalnum():
+        return None
+    if not re.search(r"[A-Za-z]{3}", text) or _CAPTION_START.match(text):  # page numbers, "3.2", captions
+        return None
+    numbered = NUMBERED_HEADING.match(text)
+    gaps = line.gaps[1:] if numbered else line.gaps
+    if any(g > 1.5 * line.size for g in gaps):
+        return None  # cells of a table row ("Model   t-stat   df"), not a title
+    named = HEADING_NAMES.match(numbered.group("title") if numbered else text)
+    larger = (line.min_size or line.size) >= body_size + 0.9
+    if text.endswith((".", ",", ";")) and not (named and len(text.split()) <= 3):
+        return None
+    if not numbered and not named and re.search(r"[\"=(){}\[\]<>@]", text):
+        return None  # code ('print ("...")'), an e-mail or an address line, not a title
+    if (
+        not (larger and (numbered or named or index == 0))
+        and not (line.all_bold and (numbered or named))
+        and not (
+            styled and numbered and re.fullmatch(r"[IVX]+\.|[A-H]\.", numbered.group("num")) and len(text.split()) <= 10
+        )
+    ):
+        return None
+    if numbered and not re.search(r"[A-Za-z]{3}", numbered.group("title")):
+        return None
+    if (
+        numbered
+        and re.fullmatch(r"\d+", numbered.group("num").rstrip("."))
+        and int(numbered.group("num").rstrip(".")) > 30
+    ):
+        return None  # "2017 Conference ..." is not section 2017
+    level = numbered.group("num").rstrip(".").count(".") + 1 if numbered else 1
+    return text, level, bool(numbered), bool(named)
