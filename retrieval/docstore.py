@@ -1,10 +1,10 @@
 """The index's source of truth: a SQLite file of papers and their searchable units.
 
-A *unit* is what gets a BM25 row and a vector: one arXiv abstract, or one page-tagged chunk of an added PDF. Units are
-numbered by SQLite's INTEGER PRIMARY KEY (`uid`, 1, 2, ...), which the BM25 shards and the vector file use as their row
-number. Every import batch is committed in one transaction together with its file checkpoint, so a killed import loses
-at most the batch in flight and a rerun resumes at the committed offset; `papers.id` is the primary key, so a record
-is never stored twice.
+A *unit* is what gets a keyword-index document and a vector: one arXiv abstract, or one page-tagged chunk of an added
+PDF. Units are numbered by SQLite's INTEGER PRIMARY KEY (`uid`, 1, 2, ...), which the keyword index (retrieval/
+keyword.py), the vector file and the Chroma ids use as their key. Every import batch is committed in one
+transaction together with its file checkpoint, so a killed import loses at most the batch in flight and a rerun
+resumes at the committed offset; `papers.id` is the primary key, so a record is never stored twice.
 """
 
 from __future__ import annotations
@@ -66,8 +66,11 @@ class DocStore:
             return None
         return dict(zip(("offset", "lines", "imported", "duplicates", "malformed", "done"), row, strict=True))
 
-    def add_arxiv_batch(self, records: list[Record], source: str, state: dict) -> tuple[int, int]:
-        """Insert new records and their units, and move the checkpoint, in ONE transaction. Returns (new, dupes)."""
+    def add_arxiv_batch(self, records: list[Record], source: str, state: dict) -> tuple[list[Record], int, int]:
+        """Insert new records and their units, and move the checkpoint, in ONE transaction.
+
+        Returns (new records, duplicates, uid of the first new unit): the new units' uids are consecutive, in the
+        order of the new records (one writer at a time: BEGIN IMMEDIATE)."""
         seen: set[str] = set()
         fresh: list[Record] = []
         for rec in records:
@@ -91,13 +94,15 @@ class DocStore:
                 "VALUES (?, 'arxiv', ?, ?, ?, ?, ?, ?)",
                 [(r.id, r.title, r.authors, r.abstract, " ".join(r.categories), r.date, r.year) for r in new],
             )
+            first = self.db.execute("SELECT COALESCE(MAX(uid), 0) + 1 FROM units").fetchone()[0]
             self.db.executemany("INSERT INTO units(paper_id) VALUES (?)", [(r.id,) for r in new])
             self._save_checkpoint(source, state)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # a failed COMMIT (disk full) may already have ended the transaction
+                self.db.execute("ROLLBACK")
             raise
-        return len(new), dupes
+        return new, dupes, int(first)
 
     def _save_checkpoint(self, source: str, state: dict) -> None:
         self.db.execute(
@@ -154,7 +159,8 @@ class DocStore:
             self.db.execute("DELETE FROM bad_files WHERE path=?", (meta.get("path"),))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             raise
 
     def record_bad_file(self, path: str, sha256: str | None, error: str) -> None:
@@ -196,6 +202,25 @@ class DocStore:
                 return
             yield rows
             cur = rows[-1][0] + 1
+
+    def iter_keyword_units(self, lo: int, hi: int, chunk: int = 20000) -> Iterator[list[tuple]]:
+        """(uid, paper_id, title, text, categories, date, source) of the live units with uid in [lo, hi), in uid
+        order: what the keyword index needs to (re)index them."""
+        sql = (
+            "SELECT u.uid, u.paper_id, p.title, COALESCE(u.text, p.abstract), p.categories, p.date, p.source "
+            "FROM units u JOIN papers p ON p.id = u.paper_id "
+            "WHERE u.uid >= ? AND u.uid < ? AND u.deleted = 0 ORDER BY u.uid LIMIT ?"
+        )
+        cur = lo
+        while cur < hi:
+            rows = self.db.execute(sql, (cur, hi, chunk)).fetchall()
+            if not rows:
+                return
+            yield rows
+            cur = rows[-1][0] + 1
+
+    def drop_checkpoint(self, source: str) -> None:
+        self.db.execute("DELETE FROM imports WHERE source=?", (source,))
 
     def unit_rows(self, uids: list[int]) -> dict[int, tuple]:
         """uid -> (paper_id, chunk, page, text, title, year, source, abstract) for the given uids."""

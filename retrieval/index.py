@@ -1,23 +1,30 @@
 """`PaperIndex`: the searchable literature (arXiv metadata + added full-text PDFs), hybrid BM25 + dense search.
 
 Layout of an index folder:
-    docs.sqlite      papers, units (abstracts / page-tagged chunks), import checkpoints, bad files, meta
-    bm25/            sharded term-frequency matrices + global vocabulary (retrieval/bm25_store.py)
-    vectors/<h>.f16  float16 vectors by unit id for recipe hash <h>
-    chroma/          the embedded chromadb store (unless a Chroma server URL is given)
+    docs.sqlite        papers, units (abstracts / page-tagged chunks), import checkpoints, bad files, meta (the
+                       source of truth: everything else can be rebuilt from it)
+    keyword/<h>/       the tantivy index for keyword-settings hash <h> (retrieval/keyword.py)
+    vectors/<h>.f16    float16 vectors by unit id for dense-recipe hash <h>
+    chroma/            the embedded chromadb store (unless a Chroma server URL is given)
 
-Search fuses a BM25 ranking and a dense ranking by reciprocal rank (weights and constant tuned on the SciTLDR train
-split, see benchmarks/retrieval_quality.py), then keeps each paper's best unit, so a full-text paper's hit carries the
-chunk and page it matched on. Category and date filters are boolean masks over the BM25 rows, applied to both sides:
-BM25 scores every unit anyway, and the dense side over-fetches from HNSW or scores the kept units exactly.
+Search fuses a BM25 ranking (tantivy) and a dense ranking (chromadb HNSW) by reciprocal rank (weights and constant
+tuned on the SciTLDR train split, see benchmarks/retrieval_quality.py), then keeps each paper's best unit, so a
+full-text paper's hit carries the chunk and page it matched on. Category and date filters are tantivy query
+clauses on both sides: the keyword query carries them, and the dense side either over-fetches from HNSW and keeps
+the candidates tantivy says pass, or, when the filter keeps few units, scores those units exactly from the local
+vector file. docs/index.md is the reference (engine, recipe, filters, commands, figures).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 import re
+import shutil
 import time
+import uuid
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -25,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.arxiv_import import file_size, read_batches
-from retrieval.bm25_store import SHARD_SIZE, BM25Store
 from retrieval.chunking import chunk_pages
 from retrieval.docstore import DocStore
 from retrieval.errors import IngestError, PaperIndexError
+from retrieval.keyword import KeywordIndex, KeywordUnit
 from retrieval.progress import Progress
-from retrieval.recipe import DEFAULT_EMBEDDING_MODEL, Recipe, parser_version
+from retrieval.recipe import DEFAULT_EMBEDDING_MODEL, Recipe, keyword_hash, parser_version
 
 # Fusion parameters, tuned on the SciTLDR train split (dev is only reported): see benchmarks/retrieval_quality.py.
 RRF_K = 10
@@ -38,9 +45,12 @@ W_BM25 = 1.25
 W_DENSE = 1.0
 TITLE_BOOST = 2
 CANDIDATES = 100  # depth of each ranking fed to the fusion
-EXACT_MAX = 10_000  # a filter keeping at most this many units is scored exactly (~5 ms) instead of over-fetching
+EXACT_MAX = 50_000  # a filter keeping at most this many units is scored exactly (its vectors cached) instead of
+# over-fetching from HNSW: at 1M units that covers every filter keeping < 5%, where over-fetch would need > 3,000
 FETCH_CAP = 4_000
-SYNC_ON_SEARCH_MAX = 20_000  # pending BM25 units a search will index before answering (a killed import leaves some)
+EXACT_CACHE = 4  # filters whose kept vectors stay in memory (<= 77 MB each at 384 dims)
+SYNC_ON_SEARCH_MAX = 20_000  # pending keyword units a search indexes before answering (a killed import leaves some)
+KEYWORD_COMMIT = 200_000  # units an import queues in tantivy between commits (search sees them after each)
 
 
 @dataclass
@@ -69,7 +79,7 @@ class ImportStats:
     resumed_from_line: int = 0
     already_done: bool = False
     seconds: float = 0.0
-    bm25_seconds: float = 0.0
+    bm25_seconds: float = 0.0  # the keyword side's own share (tantivy commits and merges after the last batch)
 
     @property
     def rate(self) -> float:
@@ -103,6 +113,10 @@ def _as_date(before: str | date | datetime | None) -> int | None:
         raise PaperIndexError(f"bad --before date {before!r}: expected YYYY-MM-DD") from exc
 
 
+def _unit(uid: int, rec) -> KeywordUnit:
+    return KeywordUnit(uid, rec.id, rec.title, rec.abstract, " ".join(rec.categories), rec.date)
+
+
 _POOL = None
 
 
@@ -129,7 +143,6 @@ class PaperIndex:
         self.path = Path(path).expanduser()
         self.path.mkdir(parents=True, exist_ok=True)
         self.docs = DocStore(self.path / "docs.sqlite")
-        self.bm25 = BM25Store(self.path / "bm25")
         stored = self.docs.get_meta("embedding_model")
         if embedding_model:
             from retrieval.dense import resolve_model
@@ -139,7 +152,11 @@ class PaperIndex:
         self.chroma_url = chroma_url
         if self.docs.get_meta("title_boost") is None:
             self.docs.set_meta("title_boost", str(title_boost or TITLE_BOOST))
+        if self.docs.get_meta("index_id") is None:  # this index's own identity: names its Chroma collection
+            self.docs.set_meta("index_id", uuid.uuid4().hex[:16])
+        self.index_id = str(self.docs.get_meta("index_id"))
         self._title_boost = int(self.docs.get_meta("title_boost") or TITLE_BOOST)
+        self.keyword = self._open_keyword()
         self._embedder = None
         self._recipe: Recipe | None = None
         self._chroma = None
@@ -150,9 +167,24 @@ class PaperIndex:
             self._client = chroma_client(self.path / "chroma", chroma_url)
         self._vectors = None
         self._deleted: np.ndarray | None = None
-        self._masks: dict[tuple, tuple[np.ndarray, int]] = {}  # (category, cutoff) -> (mask & ~deleted, kept)
+        self._exact: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # filter -> (uids, their vectors)
+        self._kept: dict[tuple, int] = {}  # filter -> units it keeps
+
+    def _open_keyword(self) -> KeywordIndex:
+        """The tantivy index for the current keyword settings; indexes of other settings are removed (they are
+        rebuilt from the doc store, never mixed)."""
+        settings = KeywordIndex.settings(self._title_boost)
+        folder = self.path / "keyword" / keyword_hash(settings)
+        if self.docs.get_meta("keyword_settings") != settings:
+            for old in (self.path / "keyword").glob("*"):
+                if old != folder:
+                    shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(self.path / "bm25", ignore_errors=True)  # the hand-written BM25 store of earlier versions
+            self.docs.set_meta("keyword_settings", settings)
+        return KeywordIndex(folder, title_boost=self._title_boost)
 
     def close(self) -> None:
+        self.keyword.close()
         self.docs.close()
 
     def __len__(self) -> int:
@@ -179,7 +211,8 @@ class PaperIndex:
             if dim is None:
                 dim = str(self.embedder.dim)
                 self.docs.set_meta(f"dim:{name}", dim)
-            self._recipe = Recipe(name, int(dim), parser=parser_version())
+            keyword = str(self.docs.get_meta("keyword_settings"))
+            self._recipe = Recipe(name, int(dim), parser=parser_version(), keyword=keyword)
         return self._recipe
 
     def _ever_embedded(self) -> bool:
@@ -194,7 +227,8 @@ class PaperIndex:
             from retrieval.dense import ChromaSide, chroma_client
 
             client = self._client or chroma_client(self.path / "chroma", self.chroma_url)
-            self._chroma = ChromaSide(client, self.recipe.collection_name, self.recipe.as_dict(), self.chroma_url)
+            name = self.recipe.collection_name(self.index_id)
+            self._chroma = ChromaSide(client, name, self.recipe.as_dict(), self.chroma_url, self.index_id)
         return self._chroma
 
     @property
@@ -202,14 +236,30 @@ class PaperIndex:
         if self._vectors is None:
             from retrieval.dense import VectorFile
 
-            self._vectors = VectorFile(self.path / "vectors" / f"{self.recipe.hash}.f16", self.recipe.embedding_dim)
+            path = self.path / "vectors" / f"{self.recipe.dense_hash}.f16"
+            self._vectors = VectorFile(path, self.recipe.embedding_dim)
         return self._vectors
 
+    def _location(self) -> str:
+        return self.chroma_url or "embedded"
+
+    def _embedded_key(self, location: str | None = None) -> str:
+        return f"embedded_hi:{self.recipe.dense_hash}@{location or self._location()}"
+
     def _embedded_hi(self) -> int:
-        """Units with uid < this value have vectors for the current recipe (embedding is done in uid order)."""
+        """Units with uid < this value have vectors for the current recipe in this Chroma (embedded in uid order)."""
         if not self._ever_embedded():
             return 1
-        return int(self.docs.get_meta(f"embedded_hi:{self.recipe.hash}") or 1)
+        return int(self.docs.get_meta(self._embedded_key()) or 1)
+
+    def _vectors_elsewhere(self) -> str | None:
+        """Where this index's vectors are, when they are not in the Chroma store it is opened with."""
+        if not self._ever_embedded() or self._embedded_hi() > 1:
+            return None
+        prefix = f"embedded_hi:{self.recipe.dense_hash}@"
+        rows = self.docs.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (prefix + "%",)).fetchall()
+        others = [k[len(prefix) :] for k, v in rows if int(v) > 1]
+        return others[0] if others else None
 
     # -- import ------------------------------------------------------------------------------------------------
     def import_jsonl(self, path: str | Path, *, progress: bool = True, batch_size: int = 5000) -> ImportStats:
@@ -221,71 +271,107 @@ class PaperIndex:
         ck = self.docs.checkpoint(source)
         stats = ImportStats(file=str(path))
         state = ck or {"offset": 0, "lines": 0, "imported": 0, "duplicates": 0, "malformed": 0, "done": 0}
+        self._sync_keyword(progress=progress)  # what a killed run committed to SQLite but not to tantivy
         if ck and ck["done"]:
             stats.already_done = True
-            self._sync_bm25(progress=progress)
             return stats
         stats.resumed_from_line = state["lines"]
         t0 = time.perf_counter()
         bar = Progress("import", total=file_size(path), unit="B", enabled=progress, count_label="records")
+        queued = 0
         try:
-            for batch in read_batches(
-                path, start_offset=state["offset"], start_line=state["lines"], batch_size=batch_size
-            ):
+            for batch in self._batches(path, state, batch_size):
                 state["offset"] = batch.end_offset
                 state["lines"] += batch.lines
                 state["malformed"] += len(batch.malformed)
-                new, dupes = self.docs.add_arxiv_batch(batch.records, source, state)
+                new, dupes, first = self.docs.add_arxiv_batch(batch.records, source, state)
                 stats.lines += batch.lines
-                stats.imported += new
+                stats.imported += len(new)
                 stats.duplicates += dupes
                 stats.malformed += len(batch.malformed)
                 for line_no, reason in batch.malformed:
                     if len(stats.malformed_examples) < 5:
                         stats.malformed_examples.append(f"line {line_no}: {reason}")
+                self._refuse_if_nothing_parses(path, source, stats, ck)
+                queued += self.keyword.add(_unit(first + i, rec) for i, rec in enumerate(new))
+                if queued >= KEYWORD_COMMIT:  # keep search usable (and a kill cheap) during a long import
+                    self.keyword.commit()
+                    queued = 0
                 bar.update(batch.raw_pos, count=batch.lines)
-                if self.docs.max_uid() + 1 - self.bm25.covered_hi >= SHARD_SIZE:
-                    t_sync = time.perf_counter()
-                    self._sync_bm25(progress=False)  # keep search usable during a long import
-                    stats.bm25_seconds += time.perf_counter() - t_sync
+            self._refuse_if_nothing_parses(path, source, stats, ck, at_end=True)
             self.docs.finish_import(source, state)
         finally:
             bar.close()
+            t1 = time.perf_counter()
+            self.keyword.commit(final=True)  # what reached SQLite reaches tantivy, even when the import failed
+            stats.bm25_seconds += time.perf_counter() - t1
+            self._invalidate()
         stats.seconds = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        self._sync_bm25(progress=progress)
-        stats.bm25_seconds += time.perf_counter() - t1
-        stats.seconds += time.perf_counter() - t1  # seconds: the whole import; bm25_seconds: its BM25 part
         return stats
 
-    def _sync_bm25(self, *, progress: bool = False) -> int:
-        """Index in BM25 every stored unit not yet there (after an import, an add, or a killed run)."""
-        hi = self.docs.max_uid() + 1
-        if self.bm25.covered_hi >= hi:
-            return 0
-        tail_lo = self.bm25.drop_small_tail()
-        lo = min(tail_lo, self.bm25.covered_hi) if tail_lo else self.bm25.covered_hi
-        bar = Progress("bm25", total=hi - lo, unit="units", enabled=progress)
+    def _batches(self, path: Path, state: dict, batch_size: int):
+        """`read_batches` with a corrupt or truncated gzip turned into one line that names the file and the cause."""
         try:
-            n = self.bm25.build(
-                self.docs.iter_units(lo, hi), title_boost=self._title_boost, on_rows=lambda m: bar.advance(m)
+            yield from read_batches(
+                path, start_offset=state["offset"], start_line=state["lines"], batch_size=batch_size
             )
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            cause = "the file is truncated" if isinstance(exc, EOFError) else f"corrupt gzip data ({exc})"
+            raise PaperIndexError(
+                f"cannot read {path}: {cause} after line {state['lines']:,}; the records before it are imported "
+                "- replace the file and rerun the import to finish"
+            ) from exc
+
+    def _refuse_if_nothing_parses(
+        self, path: Path, source: str, stats: ImportStats, ck: dict | None, *, at_end: bool = False
+    ) -> None:
+        """A binary file, a PDF or some other format read as JSONL: refuse it (and forget it) instead of 'importing'
+        it. Judged on the first batch of a fresh import, and again at its end."""
+        if ck is not None or stats.imported or stats.duplicates or not stats.malformed:
+            return
+        if at_end or stats.lines > 0:
+            self.docs.drop_checkpoint(source)
+            example = stats.malformed_examples[0] if stats.malformed_examples else ""
+            raise PaperIndexError(
+                f"cannot import {path}: not one line is an arXiv metadata record ({stats.malformed:,} malformed lines, "
+                f"first: {example}); expected JSON lines in the arXiv snapshot layout (.jsonl or .jsonl.gz)"
+            )
+
+    def _sync_keyword(self, *, progress: bool = False) -> int:
+        """Index in tantivy every live unit of the doc store it lacks (after an add, a killed run, new settings)."""
+        lo, hi = self.keyword.covered_hi, self.docs.max_uid() + 1
+        if lo >= hi:
+            return 0
+        bar = Progress("keyword", total=hi - lo, unit="units", enabled=progress)
+        n = 0
+        try:
+            for rows in self.docs.iter_keyword_units(lo, hi):
+                # a full-text paper may replace an older version (or its arXiv record) already in tantivy
+                self.keyword.delete_papers({r[1] for r in rows if r[6] == "pdf"})
+                n += self.keyword.add(KeywordUnit(*r[:6]) for r in rows)
+                bar.advance(len(rows))
+            self.keyword.commit(final=True)
         finally:
             bar.close()
-        self._deleted = None
-        self._masks = {}
+        self._invalidate()
         return n
 
-    def rebuild_bm25(self, *, title_boost: int | None = None, progress: bool = False) -> int:
-        """Rebuild the keyword side from the doc store (e.g. with another title boost, or after losing bm25/)."""
-        import shutil
+    def _invalidate(self) -> None:
+        self._deleted = None
+        self._exact = {}
+        self._kept = {}
 
+    def rebuild_keyword(self, *, title_boost: int | None = None, progress: bool = False) -> int:
+        """Rebuild the keyword side from the doc store (e.g. with another title boost, or after losing keyword/)."""
+        self.keyword.close()
         if title_boost is not None:
             self.docs.set_meta("title_boost", str(title_boost))
             self._title_boost = title_boost
-        shutil.rmtree(self.path / "bm25", ignore_errors=True)
-        self.bm25 = BM25Store(self.path / "bm25")
-        return self._sync_bm25(progress=progress)
+        self.docs.set_meta("keyword_settings", "")  # forces a fresh folder
+        shutil.rmtree(self.path / "keyword", ignore_errors=True)
+        self.keyword = self._open_keyword()
+        self._recipe = None
+        return self._sync_keyword(progress=progress)
 
     # -- full-text PDFs ----------------------------------------------------------------------------------------
     def add_pdfs(self, paths: list[Path], *, progress: bool = True) -> AddReport:
@@ -297,7 +383,10 @@ class PaperIndex:
         for p in map(Path, paths):
             p = p.expanduser()
             if p.is_dir():
-                files.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() == ".pdf" and q.is_file()))
+                found = sorted(q for q in p.rglob("*") if q.suffix.lower() == ".pdf" and q.is_file())
+                if not found:
+                    raise PaperIndexError(f"no PDF files in {p}: nothing to add")
+                files.extend(found)
             elif p.exists():
                 files.append(p)
             else:
@@ -344,7 +433,7 @@ class PaperIndex:
             report.added.append(paper_id)
             report.chunks += len(chunks)
         bar.close()
-        self._sync_bm25(progress=False)
+        self._sync_keyword(progress=False)  # appends the new chunks (and deletes replaced ones) in one commit
         return report
 
     def fetch_arxiv(
@@ -372,7 +461,10 @@ class PaperIndex:
         progress: bool = True,
         limit: int | None = None,
     ) -> int:
-        """Embed every unit that lacks a vector for the current recipe, in uid blocks committed one at a time."""
+        """Embed every unit that lacks a vector for the current recipe, in uid blocks committed one at a time.
+
+        Vectors already in the local vector file (embedded into another Chroma store, e.g. before moving to a
+        Chroma server) are uploaded from it instead of being embedded again."""
         if device:
             from retrieval.dense import Embedder
 
@@ -384,10 +476,12 @@ class PaperIndex:
         lo = self._embedded_hi()
         if limit is not None:
             hi = min(hi, lo + limit)
+        key = self._embedded_key()
+        copied = self._copy_local_vectors(lo, hi, key)
+        lo += copied
         block = 65_536 if self.embedder.device.startswith("cuda") else 2_048
         bar = Progress("embed", total=max(hi - lo, 0), unit="units", enabled=progress)
         done = 0
-        key = f"embedded_hi:{recipe.hash}"
 
         def store(uids: np.ndarray, vecs: np.ndarray) -> np.ndarray:
             vectors.write(uids, vecs)
@@ -421,88 +515,97 @@ class PaperIndex:
                 if pending is not None:
                     pending.cancel()
                 bar.close()
-        return done
+        return done + copied
+
+    def _copy_local_vectors(self, lo: int, hi: int, key: str) -> int:
+        """Upload to this Chroma store the vectors of [lo, hi) that the vector file already holds; returns how many
+        units that covered (from `lo` on)."""
+        prefix = f"embedded_hi:{self.recipe.dense_hash}@"
+        rows = self.docs.db.execute("SELECT value FROM meta WHERE key LIKE ? AND key != ?", (prefix + "%", key))
+        have = max([int(v) for (v,) in rows], default=1)
+        top = min(have, hi)
+        for s in range(lo, top, 20_000):
+            uids = np.arange(s, min(s + 20_000, top), dtype=np.int64)
+            self.chroma.upsert(uids, self.vectors.rows(uids))
+            self.docs.set_meta(key, str(int(uids[-1]) + 1))
+        return max(top - lo, 0)
 
     # -- search ------------------------------------------------------------------------------------------------
-    def _mask(self, category: str | None, before: str | date | None) -> np.ndarray | None:
-        """Rows a filter keeps, deleted units already removed (None: no filter). Cached per filter until the next
-        BM25 sync: building it costs several 1M-element array passes, which a selective query cannot afford."""
-        return self._filter(category, before)[0]
-
-    def _filter(self, category: str | None, before: str | date | None) -> tuple[np.ndarray | None, int]:
+    def _filter(self, category: str | None, before: str | date | None):
+        """(tantivy filter query or None, filter cache key, units it keeps)."""
         cutoff = _as_date(before)
-        if not category and cutoff is None:
-            return None, self.bm25.n_units
-        key = (category or None, cutoff, self.bm25.n_units)
-        hit = self._masks.get(key)
-        if hit is not None:
-            return hit
-        mask = None
-        if category:
-            mask = self.bm25.category_mask(category).copy()
-        if cutoff is not None:
-            dmask = (self.bm25.dates < cutoff) & (self.bm25.dates > 0)
-            mask = dmask if mask is None else (mask & dmask)
-        mask[self._deleted_rows()] = False
-        if len(self._masks) >= 32:
-            self._masks.clear()
-        self._masks[key] = (mask, int(mask.sum()))
-        return self._masks[key]
+        filt = self.keyword.filter_query(category or None, cutoff)
+        key = (category or None, cutoff, self.keyword.generation)
+        if filt is None:
+            return None, key, self.keyword.n_docs
+        if key not in self._kept:
+            if len(self._kept) >= 64:
+                self._kept.clear()
+            self._kept[key] = self.keyword.count(filt)
+        return filt, key, self._kept[key]
 
-    def _deleted_rows(self) -> np.ndarray:
+    def _deleted_uids(self) -> np.ndarray:
         if self._deleted is None:
-            uids = np.array(self.docs.deleted_uids(), dtype=np.int64)
-            rows = np.searchsorted(self.bm25.uids, uids)
-            ok = rows < len(self.bm25.uids)
-            rows = rows[ok][self.bm25.uids[rows[ok]] == uids[ok]]
-            self._deleted = rows
+            self._deleted = np.array(self.docs.deleted_uids(), dtype=np.int64)
         return self._deleted
 
-    def _bm25_rank(self, query: str, mask: np.ndarray | None, n: int) -> np.ndarray:
-        scores = self.bm25.scores(query)
-        scores[self._deleted_rows()] = 0.0
-        cand = np.flatnonzero(scores)
-        if mask is not None:  # filter the (few) matching rows, not the 1M-row score array
-            cand = cand[mask[cand]]
-        if len(cand) > n:
-            cand = cand[np.argpartition(-scores[cand], n)[:n]]
-        return cand[np.argsort(-scores[cand], kind="stable")]
+    def _bm25_rank(self, query: str, filt, n: int) -> np.ndarray:
+        """uids of the best keyword matches, best first (tantivy applies the filter and knows no deleted unit)."""
+        return self.keyword.search(query, n, filt)[0]
+
+    def _exact_set(self, key: tuple, filt, kept: int, embedded_hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """The embedded units a small filter keeps and their vectors (float32), cached per filter: gathering them
+        from the vector file costs far more than scoring them."""
+        hit = self._exact.get(key + (embedded_hi,))
+        if hit is None:
+            uids = self.keyword.filtered_uids(filt, kept)
+            uids = uids[uids < embedded_hi]
+            hit = (uids, self.vectors.rows(uids))
+            if len(self._exact) >= EXACT_CACHE:
+                self._exact.pop(next(iter(self._exact)))
+            self._exact[key + (embedded_hi,)] = hit
+        return hit
 
     def _dense_rank(
-        self, query: str, mask: np.ndarray | None, n: int, kept: int | None = None, embedded_hi: int | None = None
+        self, query: str, filt, n: int, kept: int | None = None, embedded_hi: int | None = None, key: tuple = ()
     ) -> np.ndarray:
-        """Row numbers (BM25 row space) of the best dense matches, best first. `mask` comes from `_mask` (deleted
-        rows already removed); `kept` is its count when the caller has it. Given `embedded_hi`, it touches no SQLite
-        (so it can run in the search worker thread)."""
+        """uids of the best dense matches, best first. Given `embedded_hi`, it touches no SQLite (so it can run in
+        the search worker thread)."""
         embedded_hi = self._embedded_hi() if embedded_hi is None else embedded_hi
         if embedded_hi <= 1:
             return np.zeros(0, dtype=np.int64)
         qvec = self.embedder.encode_query(query)
-        all_uids = self.bm25.uids
-        if mask is not None:
-            kept = int(mask.sum()) if kept is None else kept
+        if filt is not None:
+            kept = self.keyword.count(filt) if kept is None else kept
             if kept == 0:
                 return np.zeros(0, dtype=np.int64)
-            if kept <= EXACT_MAX:  # few units kept: score them exactly from the local vector file
-                rows = np.flatnonzero(mask)
-                rows = rows[all_uids[rows] < embedded_hi]
-                sims = self.vectors.rows(all_uids[rows]) @ qvec
-                top = np.argsort(-sims, kind="stable")[:n]
-                return rows[top]
-            frac = kept / max(len(all_uids), 1)
+            if kept <= EXACT_MAX:  # few units kept: score them exactly
+                uids, mat = self._exact_set(key or (id(filt),), filt, kept, embedded_hi)
+                if not len(uids):
+                    return uids
+                sims = mat @ qvec
+                top = np.argpartition(-sims, n)[:n] if len(sims) > n else np.arange(len(sims))
+                return uids[top[np.argsort(-sims[top], kind="stable")]]
+            frac = kept / max(self.keyword.n_docs, 1)
             fetch = min(FETCH_CAP, int(math.ceil(n / frac * 1.5)) + 10)
         else:
-            fetch = n + min(len(self._deleted_rows()), FETCH_CAP)
+            fetch = n + min(len(self._deleted_uids()), FETCH_CAP)
         uids, _sims = self.chroma.query(qvec, fetch)
-        rows = np.searchsorted(all_uids, uids)
-        ok = rows < len(all_uids)
-        ok[ok] = all_uids[rows[ok]] == uids[ok]  # drop units BM25 does not cover yet
-        rows = rows[ok]
-        if mask is not None:
-            rows = rows[mask[rows]]
-        elif len(self._deleted_rows()):
-            rows = rows[~np.isin(rows, self._deleted_rows())]
-        return rows[:n]
+        if filt is not None:
+            uids = self.keyword.keep(uids, filt)  # the engine decides what passes, as for the keyword side
+        elif len(self._deleted_uids()):
+            uids = uids[~np.isin(uids, self._deleted_uids())]
+        return uids[:n]
+
+    def incomplete(self) -> str | None:
+        """Why keyword search may miss papers now (units stored but not keyword-indexed yet), or None."""
+        pending = self.docs.max_uid() + 1 - self.keyword.covered_hi
+        if pending <= 0:
+            return None
+        return (
+            f"the index is incomplete: {pending:,} stored units are not keyword-indexed yet (an import is running, "
+            "or one was stopped) - wait for the running import, or rerun `replicate index import FILE` to finish it"
+        )
 
     def search(
         self,
@@ -515,48 +618,75 @@ class PaperIndex:
     ) -> list[Hit]:
         if mode not in ("hybrid", "bm25", "dense"):
             raise PaperIndexError(f"unknown search mode {mode!r}: use hybrid, bm25 or dense")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise PaperIndexError(f"bad number of results k={k!r}: give a whole number >= 1")
         if self.docs.max_uid() == 0:  # O(1), unlike COUNT(*) over 1M papers
             raise PaperIndexError(f"the paper index at {self.path} is empty: add papers with `replicate index import`")
         if not query.strip():
             raise PaperIndexError("empty search query")
-        pending = self.docs.max_uid() + 1 - self.bm25.covered_hi
-        if 0 < pending <= SYNC_ON_SEARCH_MAX:
-            self._sync_bm25()
-        mask, kept = self._filter(category, before)
+        self._catch_up()
+        filt, key, kept = self._filter(category, before)
         n = max(CANDIDATES, 3 * k)
-        fused: dict[int, float] = {}
         if mode == "dense" and self._embedded_hi() <= 1:
-            raise PaperIndexError("no embeddings for this recipe yet: run `replicate index embed`")
+            raise PaperIndexError(self._no_vectors_message())
+        if mode == "hybrid" and self._embedded_hi() <= 1 and self._vectors_elsewhere():
+            raise PaperIndexError(self._no_vectors_message())
+        fused: dict[int, float] = {}
         dense = None
         embedded_hi = self._embedded_hi() if mode != "bm25" else 1
         if mode == "hybrid" and embedded_hi > 1:
-            # The dense side (query embedding + HNSW) and BM25 scoring both release the GIL for most of their time:
-            # run them side by side (measured at 1M units: ~18 ms embedding + 10-30 ms HNSW vs ~18 ms BM25). The
-            # lazily opened parts are opened here, in the caller's thread (SQLite objects are per thread).
-            _ = self.recipe, self.vectors, self.chroma, self._deleted_rows()
-            dense = _pool().submit(self._dense_rank, query, mask, n, kept, embedded_hi)
+            # The dense side (query embedding + HNSW) and the keyword search both release the GIL for most of their
+            # time: run them side by side. The lazily opened parts are opened here, in the caller's thread (SQLite
+            # objects are per thread).
+            _ = self.recipe, self.vectors, self.chroma, self._deleted_uids()
+            dense = _pool().submit(self._dense_rank, query, filt, n, kept, embedded_hi, key)
         if mode in ("hybrid", "bm25"):
-            for rank, row in enumerate(self._bm25_rank(query, mask, n), 1):
-                fused[int(row)] = fused.get(int(row), 0.0) + W_BM25 / (RRF_K + rank)
+            for rank, uid in enumerate(self._bm25_rank(query, filt, n), 1):
+                fused[int(uid)] = fused.get(int(uid), 0.0) + W_BM25 / (RRF_K + rank)
         if mode in ("hybrid", "dense"):
-            rows = dense.result() if dense is not None else self._dense_rank(query, mask, n, kept, embedded_hi)
-            for rank, row in enumerate(rows, 1):
-                fused[int(row)] = fused.get(int(row), 0.0) + W_DENSE / (RRF_K + rank)
+            uids = dense.result() if dense is not None else self._dense_rank(query, filt, n, kept, embedded_hi, key)
+            for rank, uid in enumerate(uids, 1):
+                fused[int(uid)] = fused.get(int(uid), 0.0) + W_DENSE / (RRF_K + rank)
+        if not fused and mode != "dense" and self.incomplete():
+            raise PaperIndexError(f"no matching papers, but {self.incomplete()}")
         return self._hits(query, fused, k)
+
+    def _catch_up(self) -> None:
+        """Before answering: see what another process committed, and index a few pending units here when no other
+        process is writing (a killed import leaves some)."""
+        pending = self.docs.max_uid() + 1 - self.keyword.covered_hi
+        if pending <= 0:
+            return
+        self.keyword.reopen()
+        pending = self.docs.max_uid() + 1 - self.keyword.covered_hi
+        if 0 < pending <= SYNC_ON_SEARCH_MAX and self.keyword.writable():
+            self._sync_keyword()
+        self._invalidate()
+
+    def _no_vectors_message(self) -> str:
+        elsewhere = self._vectors_elsewhere()
+        if elsewhere is None:
+            return "no embeddings for this recipe yet: run `replicate index embed`"
+        here = f"the Chroma server at {self.chroma_url}" if self.chroma_url else "the embedded Chroma store"
+        there = "the embedded Chroma store" if elsewhere == "embedded" else f"the Chroma server at {elsewhere}"
+        flag = "without --chroma-url" if elsewhere == "embedded" else f"with --chroma-url {elsewhere}"
+        return (
+            f"this index's vectors are in {there}, not in {here}: search {flag}, or run `replicate index embed` "
+            f"with the same options to copy them into {here}"
+        )
 
     def _hits(self, query: str, fused: dict[int, float], k: int) -> list[Hit]:
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
-        terms = set(self.bm25.tokenizer.terms(query))
+        terms = set(self.keyword.terms(query))
         hits: list[Hit] = []
         seen: set[str] = set()
         # Look units up in windows: the top ranks nearly always give the k papers, so reading all ~200 fused units'
         # texts from SQLite is wasted work. A later window is read only when chunks of one paper fill the first.
         info: dict[int, tuple] = {}
         step = max(4 * k, 40)
-        for i, (row, score) in enumerate(ranked):
+        for i, (uid, score) in enumerate(ranked):
             if i % step == 0:
-                info = self.docs.unit_rows([int(self.bm25.uids[r]) for r, _ in ranked[i : i + step]])
-            uid = int(self.bm25.uids[row])
+                info = self.docs.unit_rows([u for u, _ in ranked[i : i + step]])
             if uid not in info:
                 continue
             paper_id, chunk, page, text, title, year, source, abstract = info[uid]
@@ -585,7 +715,7 @@ class PaperIndex:
         sentences = re.split(r"(?<=[.!?])\s+", text)
         if not sentences:
             return ""
-        terms_of = self.bm25.tokenizer.terms
+        terms_of = self.keyword.terms
         best = max(range(len(sentences)), key=lambda i: (len(terms & set(terms_of(sentences[i]))), -i))
         out = sentences[best]
         j = best + 1
@@ -620,14 +750,17 @@ class PaperIndex:
         }
 
     def stats(self, *, with_dense: bool = True) -> dict:
+        pending = max(self.docs.max_uid() + 1 - self.keyword.covered_hi, 0)
         out = {
             "path": str(self.path),
+            "index_id": self.index_id,
             "papers": len(self),
             "by_source": self.docs.count_by_source(),
             "units": self.docs.count_units(),
-            "bm25_units": self.bm25.n_units,
-            "bm25_pending": max(self.docs.max_uid() + 1 - self.bm25.covered_hi, 0),
-            "bm25_shards": len(self.bm25.shards),
+            "keyword_engine": self.docs.get_meta("keyword_settings"),
+            "bm25_units": self.keyword.n_docs,  # keyword-indexed units (the key names are kept for scripts)
+            "bm25_pending": pending,
+            "bm25_shards": self.keyword.num_segments,
             "embedding_model": self.embedding_model,
             "chroma": self.chroma_url or "embedded",
             "imports": self.docs.import_summaries(),
@@ -638,7 +771,8 @@ class PaperIndex:
             "SELECT COUNT(*) FROM units WHERE uid < ? AND deleted = 0", (self._embedded_hi(),)
         ).fetchone()[0]
         out.update(embedded_units=embedded, lacking_embeddings=out["units"] - embedded)
-        out.update(recipe_hash=None, recipe=None, chroma_vectors=0)
+        out.update(recipe_hash=None, recipe=None, chroma_vectors=0, vectors_elsewhere=None)
         if with_dense and self._ever_embedded():  # otherwise there is nothing to count, and no model to load
             out.update(recipe_hash=self.recipe.hash, recipe=self.recipe.as_dict(), chroma_vectors=self.chroma.count())
+            out.update(vectors_elsewhere=self._vectors_elsewhere())
         return out

@@ -1,8 +1,13 @@
-"""The index recipe and its hash: what decides which vectors may live together.
+"""The index recipe and its hashes: what decides which keyword documents and vectors may live together.
 
-Two vectors are comparable only if the same embedding model embedded the same kind of text units. The recipe names
-everything that shapes a unit or its vector (embedding model, chunking, PDF parser); its hash names the chromadb
-collection and the local vector file, so a changed recipe starts a new collection instead of mixing vectors.
+The recipe names everything that shapes a unit, its keyword document or its vector: the embedding model and size,
+the chunking, the PDF parser, and the keyword engine with its settings (retrieval/keyword.py `KeywordIndex.settings`:
+engine and version, BM25 parameters, analyser, title boost). `hash` covers all of it: it is the index's identity as
+reported by `stats`. `dense_hash` covers only what shapes a vector, so a keyword-side change (say another title
+boost) rebuilds the keyword index from the doc store but keeps the vectors.
+
+Two indexes can share one Chroma server, so a collection is named by the index's own random id as well as by
+`dense_hash` (`collection_name`), and every vector id carries the index id too (`vector_id`).
 """
 
 from __future__ import annotations
@@ -31,15 +36,34 @@ class Recipe:
     embedding_dim: int
     chunking: str = CHUNKING_VERSION
     parser: str = "none"
+    keyword: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @property
     def hash(self) -> str:
-        blob = json.dumps(self.as_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return _digest(self.as_dict())
 
     @property
-    def collection_name(self) -> str:
-        return f"replicate-{self.hash}"
+    def dense_hash(self) -> str:
+        return _digest({k: v for k, v in self.as_dict().items() if k != "keyword"})
+
+    def collection_name(self, index_id: str) -> str:
+        return f"replicate-{index_id}-{self.dense_hash}"
+
+
+def keyword_hash(settings: str) -> str:
+    return _digest({"keyword": settings})[:12]
+
+
+def vector_id(index_id: str, uid: int) -> str:
+    return f"{index_id}-{uid}"
+
+
+def uid_of(vector_id: str) -> int:
+    return int(vector_id.rsplit("-", 1)[-1])
+
+
+def _digest(obj: dict) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
