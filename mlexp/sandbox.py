@@ -95,15 +95,19 @@ def _under(path: Path, roots: Iterable[Path]) -> bool:
 
 
 def masked_roots(home: Path) -> list[Path]:
-    """The real (not symlinked) directories replaced by empty ones, parents first."""
+    """The real (not symlinked) directories replaced by empty ones, parents first. $HOME always gets its own
+    empty directory, even inside another mask, so the run finds a home that exists and holds nothing."""
     out: list[Path] = []
-    for raw in (*MASKED_ROOTS, str(home)):
+    for raw in MASKED_ROOTS:
         path = Path(raw)
         if path.is_symlink() or not path.is_dir():
             continue  # e.g. /var/run -> /run: masking the target is enough
         path = path.resolve()
         if not _under(path, out):
             out.append(path)
+    home = Path(home).resolve()
+    if home != Path("/") and home not in out:
+        out.append(home)
     return sorted(out, key=lambda p: len(p.parts))
 
 

@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from tests.mlexp.test_mlexp_e2e import EXAMPLE, README_INFO, check_run_dir, small_config
 
 import mlexp
+from tests.mlexp.test_mlexp_e2e import EXAMPLE, README_INFO, check_run_dir, small_config
 
 VENV_BIN = Path(sys.executable).parent
 RAY = VENV_BIN / "ray"
