@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +25,15 @@ from retrieval import OfflineError, PaperIndex, PaperIndexError
 
 REPO = Path(__file__).resolve().parents[2]
 N = 24
+
+
+@pytest.fixture(autouse=True, scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One ONNX export of the query encoder for the whole module (each test has its own REPLICATE_HOME)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REPLICATE_ONNX_CACHE", str(tmp_path_factory.mktemp("onnx")))
+    yield
+    mp.undo()
 
 
 def free_port() -> int:
@@ -109,7 +119,8 @@ def test_changed_recipe_never_mixes_vectors(embedded, tmp_path: Path) -> None:
     copy = tmp_path / "my-model"
     shutil.copytree(get_model_path(), copy, copy_function=os.link)  # same weights, different model name
     old, new = PaperIndex(path), PaperIndex(path, embedding_model=str(copy))
-    assert new.recipe.hash != old.recipe.hash and new.recipe.collection_name != old.recipe.collection_name
+    assert new.recipe.hash != old.recipe.hash and new.recipe.dense_hash != old.recipe.dense_hash
+    assert new.recipe.collection_name(new.index_id) != old.recipe.collection_name(old.index_id)
     st = new.stats()
     assert st["embedded_units"] == 0 and st["lacking_embeddings"] == N and st["chroma_vectors"] == 0
     with pytest.raises(PaperIndexError, match="no embeddings"):
@@ -135,13 +146,12 @@ def test_unreachable_chroma_server(embedded) -> None:
         PaperIndex(path, chroma_url="http://")
 
 
-def test_real_chroma_server(embedded, tmp_path: Path) -> None:
-    chroma = REPO / ".venv" / "bin" / "chroma"
+@pytest.fixture
+def chroma_server(tmp_path: Path):
+    """A real `chroma run` server on 127.0.0.1 (the console script of the running interpreter's environment)."""
+    chroma = Path(sys.executable).parent / "chroma"
     if not chroma.exists():
         pytest.skip("chroma CLI not installed")
-    path, records = embedded
-    ix_dir = tmp_path / "ix"
-    shutil.copytree(path, ix_dir, ignore=shutil.ignore_patterns("chroma"))  # same docs, vectors go to the server
     port = free_port()
     log = open(tmp_path / "chroma.log", "wb")
     server = subprocess.Popen(
@@ -150,31 +160,65 @@ def test_real_chroma_server(embedded, tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
     )
-    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                pytest.fail(f"chroma server did not start: {(tmp_path / 'chroma.log').read_text()[-500:]}")
+            time.sleep(0.3)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail(f"chroma server did not start: {(tmp_path / 'chroma.log').read_text()[-500:]}")
-                time.sleep(0.3)
-        ix = PaperIndex(ix_dir, chroma_url=url)
-        ix.docs.set_meta(f"embedded_hi:{ix.recipe.hash}", "1")  # the server is empty: embed everything again
-        assert ix.embed(progress=False) == N
-        assert ix.stats()["chroma_vectors"] == N and ix.stats()["chroma"] == url
-        rec = records[5]
-        assert ix.search(rec["abstract"].split(". ")[0], k=3, mode="dense")[0].id == rec["id"]
+        yield server, f"http://127.0.0.1:{port}"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.terminate()
+            server.wait(timeout=30)
         log.close()
+
+
+def test_real_chroma_server(embedded, chroma_server, tmp_path: Path) -> None:
+    server, url = chroma_server
+    path, records = embedded
+    ix_dir = tmp_path / "ix"
+    shutil.copytree(path, ix_dir, ignore=shutil.ignore_patterns("chroma"))  # same docs, vectors go to the server
+    ix = PaperIndex(ix_dir, chroma_url=url)
+    # embedded locally, opened with a server that has none of its vectors: said, not a silent keyword-only search
+    with pytest.raises(PaperIndexError, match="vectors are in the embedded Chroma store, not in the Chroma server"):
+        ix.search(records[5]["title"], k=3)
+    assert ix.stats()["vectors_elsewhere"] == "embedded"
+    assert ix.embed(progress=False) == N  # copied from the local vector file, not embedded again
+    assert ix.stats()["chroma_vectors"] == N and ix.stats()["chroma"] == url
+    rec = records[5]
+    assert ix.search(rec["abstract"].split(". ")[0], k=3, mode="dense")[0].id == rec["id"]
+    server.terminate()
+    server.wait(timeout=30)
     with pytest.raises(PaperIndexError, match="Chroma server"):
         ix.search("anything else", mode="dense")  # the server died under an open index
     with pytest.raises(PaperIndexError, match="cannot reach the Chroma server"):
         PaperIndex(ix_dir, chroma_url=url)
+
+
+def test_two_indexes_share_one_chroma_server(embedded, chroma_server, tmp_path: Path) -> None:
+    """Same recipe, same unit ids, one server: each index keeps its own vectors (issue 15, item 1)."""
+    _, url = chroma_server
+    path, records = embedded
+    src = Path(os.environ.get("REPLICATE_SHARED", REPO.parent / "shared")) / "data/arxiv/arxiv-cs-2025-2026.jsonl.gz"
+    other_records = slice_file(src, tmp_path / "both.jsonl", 2 * N)[N:]  # other papers, same uids 1..N
+    (tmp_path / "other.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other_records))
+    a = PaperIndex(path, chroma_url=url)
+    b = PaperIndex(tmp_path / "b", chroma_url=url)
+    b.import_jsonl(tmp_path / "other.jsonl", progress=False)
+    a.embed(progress=False)
+    b.embed(progress=False)
+    assert a.recipe.dense_hash == b.recipe.dense_hash and a.index_id != b.index_id
+    for ix, recs in ((a, records), (b, other_records)):
+        rec = recs[7]
+        hits = ix.search(rec["abstract"].split(". ")[0], k=3, mode="dense")
+        assert hits[0].id == rec["id"]
+        assert {h.id for h in hits} <= {r["id"] for r in recs}  # never a paper of the other index
+        assert ix.stats()["chroma_vectors"] == N
 
 
 def test_add_pdfs_full_text(embedded, fashion_pdf: Path, tmp_path: Path) -> None:
