@@ -106,6 +106,10 @@ class Vocabulary:
                     found.append((m.start(), m.end(), name))
         return sorted((s, n) for s, _, n in found)
 
+    def is_known(self, name: str) -> bool:
+        """A name from the list of well-known data sets, not one inferred from this paper's wording."""
+        return bool(_KNOWN_RE.fullmatch(name))
+
     def find(self, text: str) -> str | None:
         hits = self.find_all(text)
         return hits[0][1] if hits else None

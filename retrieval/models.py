@@ -71,6 +71,9 @@ class Claim(BaseModel):
     cited: bool = False
 
 
+Confidence = Literal["high", "medium", "low"]
+
+
 class SetupItem(BaseModel):
     """One fact a replication needs, with where the paper states it."""
 
@@ -81,7 +84,7 @@ class SetupItem(BaseModel):
     # How sure the rule that found it is: "high" when the quote names the key next to the value ("a learning rate
     # of 1e-3"), "medium" when the value is inferred from a looser phrase, "low" for a name seen in passing. The
     # spec drafter treats every item as a hint; a "low" one should be checked against the paper.
-    confidence: Literal["high", "medium", "low"] = "medium"
+    confidence: Confidence = "medium"
 
 
 class Setup(BaseModel):

@@ -281,7 +281,17 @@ def read_page(
             words.append(Word(x0, y0, x1, y1, clean(w[4])))
     numbering = line_number_boxes(info) if reading == (1, 0) else set()
     if numbering:
-        words = [w for w in words if not any(_inside(w, box) for box in numbering)]
+        # Line numbers sit in narrow margin bands: test a word against the boxes only when it lies in one.
+        bands = [
+            (min(b[0] for b in side) - 1, max(b[2] for b in side) + 1, side)
+            for side in ([b for b in numbering if b[2] < width / 2], [b for b in numbering if b[2] >= width / 2])
+            if side
+        ]
+        words = [
+            w
+            for w in words
+            if not any(lo <= w.xc <= hi and any(_inside(w, box) for box in side) for lo, hi, side in bands)
+        ]
     margin: list[str] = []
     blocks: list[Block] = []
     for b_index, block in enumerate(info["blocks"]):
