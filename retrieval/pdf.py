@@ -483,7 +483,7 @@ def find_headings(pages: list[PageData], body_size: float) -> list[Heading]:
                 # small caps, "A. Related work" in italics): an IEEE-style heading at body size.
                 styled = len(block.lines) == 1 and bool(line.font) and line.font != body_font
                 heading = _heading(line, index, body_size, styled)
-                if heading is None:
+                if heading is None or _cell_gaps(page, line, numbered=bool(NUMBERED_HEADING.match(line.text))):
                     continue
                 title, level, numbered, named = heading
                 # The title block ends at "Abstract" or a section numbered with digits ("A Study of ..." is a
@@ -510,6 +510,17 @@ def find_headings(pages: list[PageData], body_size: float) -> list[Heading]:
                     continue
                 headings.append(Heading(page.number, line, title, level))
     return headings
+
+
+def _cell_gaps(page: PageData, line: Line, numbered: bool) -> bool:
+    """Does the line hold cells (a gap of more than 1.5 em between words), even inside one span? A PDF that sets
+    a table row with space characters gives pymupdf one span, so the span gaps alone do not show it."""
+    words = sorted(
+        (w for w in page.words if line.x0 - 1 <= w.xc <= line.x1 + 1 and line.y0 - 1 <= w.yc <= line.y1 + 1),
+        key=lambda w: w.x0,
+    )
+    gaps = [b.x0 - a.x1 for a, b in zip(words, words[1:], strict=False)]
+    return any(g > 1.5 * line.size for g in (gaps[1:] if numbered else gaps))
 
 
 def _heading(line: Line, index: int, body_size: float, styled: bool = False) -> tuple[str, int, bool, bool] | None:

@@ -91,9 +91,19 @@ def test_headings_skip_title_block_table_rows_and_run_in_titles(tmp_path: Path):
     page.insert_text((116, 340), "The larger mixer is better on both metrics we report.", fontname=BODY, fontsize=10)
     page.insert_text((72, 370), "2 Method", fontname=BOLD, fontsize=12)
     page.insert_text((72, 388), "We stack gated mixing layers and train them with SGD.", fontsize=10)
+    y = 420  # an ACL-style results table: the whole header row bold, one font, caption below
+    for x, label in ((72, "Method"), (200, "Recall"), (280, "Precision")):
+        page.insert_text((x, y), label, fontname=BOLD, fontsize=10)
+    for i, (name, recall, precision) in enumerate((("PaSa-7b", "79.4", "51.2"), ("Crawler", "68.0", "40.3"))):
+        for x, text in ((72, name), (200, recall), (280, precision)):
+            page.insert_text((x, y + 14 * (i + 1)), text, fontname=BODY, fontsize=10)
+    page.insert_text((72, 470), "Table 2: Recall and precision of the crawlers.", fontsize=9)
     path = tmp_path / "headings.pdf"
     doc.save(path)
     doc.close()
     paper = parse_pdf(path)
     assert [s.title for s in paper.sections] == ["Abstract", "Introduction", "Method"]
     assert paper.tables[0].header == ["Model", "Acc", "F1"]
+    assert paper.tables[1].header == ["Method", "Recall", "Precision"]
+    recall = next(c for c in paper.claims if c.table == "Table 2" and c.method == "PaSa-7b" and c.value == 79.4)
+    assert recall.column == "Recall" and recall.metric == "recall" and recall.higher_is_better is True
