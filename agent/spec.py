@@ -9,10 +9,7 @@ ledger and quote checks in `check_against_paper`) and writes spec.json. Everythi
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
-import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +17,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.errors import AgentError
+from agent.quotes import quote_in_text
+from mlexp import atomic
 from retrieval.models import Paper
 
 
@@ -143,13 +142,6 @@ class Spec(BaseModel):
 # --------------------------------------------------------------------------- checks against the paper
 
 
-def normalise(text: str) -> str:
-    """Case, ligatures, hyphenation at line ends and whitespace do not count when matching a quote."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"-\s*\n\s*", "", text)
-    return " ".join(text.split())
-
-
 def check_against_paper(spec: Spec, paper: Paper) -> list[str]:
     """Problems that make the spec unusable for this paper: unknown claim ids, wrong reported values, false quotes."""
     problems: list[str] = []
@@ -163,17 +155,17 @@ def check_against_paper(spec: Spec, paper: Paper) -> list[str]:
             problems.append(
                 f"target {target.claim_id}: reported {target.reported} but the ledger says {claim.value} ({claim.text})"
             )
-    pages = {page.page: normalise(page.text) for page in paper.pages}
-    whole = " ".join(pages.values())
+    pages = {page.page: page.text for page in paper.pages}
+    whole = "\n".join(pages.values())
     for hp in spec.hyperparameters:
         if hp.source != "paper":
             continue
-        quote = normalise(hp.quote or "")
+        quote = hp.quote or ""
         page_text = pages.get(hp.page or -1)
         if page_text is None:
             problems.append(f"hyperparameter {hp.name!r}: page {hp.page} does not exist (paper has {paper.n_pages})")
-        elif quote not in page_text:
-            where = "on another page" if quote in whole else "anywhere in the paper"
+        elif not quote_in_text(page_text, quote):
+            where = "on another page" if quote_in_text(whole, quote) else "anywhere in the paper"
             problems.append(f"hyperparameter {hp.name!r}: quote {hp.quote!r} not found on page {hp.page} ({where})")
     return problems
 
@@ -263,27 +255,15 @@ def _short(exc: ValidationError) -> str:
 # --------------------------------------------------------------------------- files
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_spec(spec: Spec, folder: Path, *, title: str = "", write_md: bool = True) -> tuple[Path, Path]:
     """Write spec.json and spec.md (each atomically). Returns (json_path, md_path).
 
     `write_md=False` after a researcher's edit: their spec.md (with any notes outside the YAML) stays as they left it.
     """
     json_path, md_path = folder / "spec.json", folder / "spec.md"
-    _atomic_write(json_path, spec.model_dump_json(indent=2) + "\n")
+    atomic.write_text(json_path, spec.model_dump_json(indent=2) + "\n")
     if write_md:
-        _atomic_write(md_path, to_markdown(spec, title=title))
+        atomic.write_text(md_path, to_markdown(spec, title=title))
     return json_path, md_path
 
 

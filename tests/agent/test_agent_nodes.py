@@ -6,8 +6,8 @@ import gzip
 import itertools
 from pathlib import Path
 
-from agent import config
-from agent.nodes_spec import find_related, ingest_paper
+from agent import paths
+from agent.graph.nodes.spec import find_related, ingest_paper
 
 
 def _ingested_state(fashion_pdf: Path) -> dict:
@@ -26,7 +26,7 @@ def test_find_related_keeps_hits_with_quotes(fashion_pdf: Path, arxiv_jsonl: Pat
         out.writelines(lines)
     from retrieval.index import PaperIndex
 
-    PaperIndex(config.index_dir()).import_jsonl(subset, progress=False)
+    PaperIndex(paths.index_dir()).import_jsonl(subset, progress=False)
     state = _ingested_state(fashion_pdf)
     command = find_related(state, {})
     assert command.goto == "draft_spec"
@@ -41,7 +41,7 @@ def test_find_related_keeps_hits_with_quotes(fashion_pdf: Path, arxiv_jsonl: Pat
 def test_find_related_with_an_empty_index_warns(fashion_pdf: Path) -> None:
     from retrieval.index import PaperIndex
 
-    PaperIndex(config.index_dir())  # creates the (empty) index on disk
+    PaperIndex(paths.index_dir())  # creates the (empty) index on disk
     state = _ingested_state(fashion_pdf)
     command = find_related(state, {})
     assert command.goto == "draft_spec" and command.update["related"] == []
@@ -70,8 +70,8 @@ def _spec_file(tmp_path: Path) -> Path:
 def test_implement_code_without_data_stops_and_asks(tmp_path: Path) -> None:
     import json
 
-    from agent.nodes_code import implement_code
-    from agent.state import code_dir
+    from agent.graph.nodes.code import implement_code
+    from agent.graph.state import code_dir
 
     script = tmp_path / "script.json"
     reply = {"files": [], "notes": "", "data_available": False, "question": "The data needs a login: where is it?"}
@@ -86,19 +86,19 @@ def test_implement_code_without_data_stops_and_asks(tmp_path: Path) -> None:
 
 
 def test_smoke_run_that_cannot_read_the_data_asks_instead_of_fixing(tmp_path: Path) -> None:
-    from agent import tools
-    from agent.nodes_code import run_smoke
-    from agent.state import code_dir
+    from agent import codedir
+    from agent.graph.nodes.code import run_smoke
+    from agent.graph.state import code_dir
 
     state = {"id": "t-smoke", "spec_json": str(_spec_file(tmp_path)), "failures": [], "fix_attempts": 0}
     code = code_dir("t-smoke")
-    tools.ensure_repo(code)
+    codedir.ensure_repo(code)
     script = (
         "import sys\nfrom mlexp.log import RunLogger\nlog = RunLogger()\ndata = log.config['data_dir']\n"
         "print(f'DATA_UNAVAILABLE: {data} does not exist', flush=True)\nsys.exit(3)\n"
     )
-    tools.write_files(code, [("train.py", script)])
-    tools.commit_all(code, "implement_code: reads the data")
+    codedir.write_files(code, [("train.py", script)])
+    codedir.commit_all(code, "implement_code: reads the data")
     command = run_smoke(state, {})
     assert command.goto == "ask_researcher", command.update
     assert command.update["smoke"]["status"] == "failed"
@@ -120,8 +120,8 @@ def test_llm_serve_without_vllm_or_gpu_is_a_clear_error() -> None:
 def test_code_that_makes_up_data_is_refused_and_retried(tmp_path: Path) -> None:
     import json
 
-    from agent.nodes_code import implement_code
-    from agent.state import code_dir, llm_log_dir
+    from agent.graph.nodes.code import implement_code
+    from agent.graph.state import code_dir, llm_log_dir
 
     synthetic = "from sklearn.datasets import make_classification\nX, y = make_classification(1000)\n"
     real = "# never make_classification here\nimport gzip\nprint(gzip.open)\n"

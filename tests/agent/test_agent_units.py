@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from agent import llm, prompts, tools
+from agent import codedir
 from agent.errors import LLMNotConfiguredError, LLMOutputError
-from agent.scripted import ScriptedChatModel
+from agent.llm import prompts
+from agent.llm import seam as llm
+from agent.llm.scripted import ScriptedChatModel
 from agent.spec import Spec, SpecError, check_against_paper, from_markdown, load_spec, save_spec, to_markdown
 from retrieval.models import Claim, PageText, Paper
 
@@ -41,12 +44,32 @@ def test_render_is_strict() -> None:
         prompts.render("a {x}", {"x": 1, "y": 2})
 
 
-def test_every_named_prompt_renders_with_its_placeholders() -> None:
-    for name, template in prompts.PROMPTS.items():
-        names = prompts.placeholders(template)
-        assert names, name
-        text = prompts.render(template, {n: f"<{n}>" for n in names})
-        assert all(f"<{n}>" in text for n in names)
+# Every prompt the agent sends: the seven task prompts and the three that wrap each of them.
+TASK_PROMPTS = ["draft_spec", "implement_code", "fix_code", "hypothesis_queries", "hypotheses", "tune_search",
+                "tune_propose"]  # fmt: skip
+WRAPPERS = ["SYSTEM", "JSON_INSTRUCTIONS", "RETRY"]
+AGENT = Path(__file__).resolve().parents[2] / "agent"
+
+
+def test_every_prompt_lives_in_the_prompt_module_and_its_table() -> None:
+    constants = {name for name, value in vars(prompts).items() if name.isupper() and isinstance(value, str)}
+    assert constants == {name.upper() for name in TASK_PROMPTS} | set(WRAPPERS)
+    assert sorted(prompts.PROMPTS) == sorted(TASK_PROMPTS)
+    # Every structured call names a task prompt of the table and takes its template from agent.llm.prompts.
+    calls = []
+    for path in AGENT.rglob("*.py"):
+        calls += re.findall(r'structured_call\(\s*[^,]+?,\s*"(\w+)",\s*([\w.]+),', path.read_text(encoding="utf-8"))
+    assert sorted({name for name, _ in calls}) == sorted(TASK_PROMPTS)
+    assert {template for _, template in calls} == {f"prompts.{name.upper()}" for name in TASK_PROMPTS}
+
+
+@pytest.mark.parametrize("name", TASK_PROMPTS + WRAPPERS)
+def test_every_prompt_renders_with_its_placeholders(name: str) -> None:
+    template = prompts.PROMPTS.get(name) or getattr(prompts, name)
+    names = prompts.placeholders(template)
+    assert names, name
+    text = prompts.render(template, {n: f"<{n}>" for n in names})
+    assert {n for n in names if f"<{n}>" not in text} == set()
 
 
 # --------------------------------------------------------------------------- LLM seam
@@ -118,7 +141,7 @@ def test_structured_call_check_rejects_and_retries(tmp_path: Path) -> None:
 def test_scripted_cursor_survives_a_new_process(tmp_path: Path) -> None:
     script = _script(tmp_path, {"demo": [{"value": 1, "label": "a"}, {"value": 2, "label": "b"}]})
     code = (
-        "from agent.llm import load_chat_model, structured_call\n"
+        "from agent.llm.seam import load_chat_model, structured_call\n"
         "from pydantic import BaseModel\n"
         "class A(BaseModel):\n    value: int\n    label: str\n"
         f"print(structured_call(load_chat_model('scripted:{script}'), 'demo', 'x', {{}}, A, log_dir=None).value)\n"
@@ -226,8 +249,8 @@ def test_spec_checked_against_the_paper() -> None:
 )  # fmt: skip
 def test_file_tool_refuses_escapes(tmp_path: Path, path: str, why: str) -> None:
     code = tmp_path / "code"
-    with pytest.raises(tools.ConfinementError, match=why):
-        tools.write_files(code, [("ok.py", "x = 1\n"), (path, "boom")])
+    with pytest.raises(codedir.ConfinementError, match=why):
+        codedir.write_files(code, [("ok.py", "x = 1\n"), (path, "boom")])
     assert not (code / "ok.py").exists(), "a batch with one bad path writes nothing"
 
 
@@ -236,33 +259,33 @@ def test_file_tool_refuses_symlink_escape(tmp_path: Path) -> None:
     code.mkdir()
     outside.mkdir()
     os.symlink(outside, code / "link")
-    with pytest.raises(tools.ConfinementError, match="symlink escape"):
-        tools.write_files(code, [("link/evil.py", "boom")])
+    with pytest.raises(codedir.ConfinementError, match="symlink escape"):
+        codedir.write_files(code, [("link/evil.py", "boom")])
     assert not (outside / "evil.py").exists()
-    assert tools.make_write_file_tool(code).invoke({"path": "link/evil.py", "content": "x"}).startswith("refused")
+    assert codedir.make_write_file_tool(code).invoke({"path": "link/evil.py", "content": "x"}).startswith("refused")
 
 
 def test_code_dir_is_a_git_repo_and_fixes_are_commits(tmp_path: Path) -> None:
     code = tmp_path / "code"
-    tools.ensure_repo(code)
-    tools.write_files(code, [("train.py", "print(1)\n"), ("pkg/util.py", "X = 1\n")])
-    first = tools.commit_all(code, "implement")
-    assert first and tools.commit_all(code, "nothing changed") is None
-    tools.write_files(code, [("train.py", "print(2)\n")])
-    second = tools.commit_all(code, "fix 1")
-    assert second != first and "+print(2)" in tools.diff_since_first(code)
-    assert "--- pkg/util.py" in tools.read_code(code)
+    codedir.ensure_repo(code)
+    codedir.write_files(code, [("train.py", "print(1)\n"), ("pkg/util.py", "X = 1\n")])
+    first = codedir.commit_all(code, "implement")
+    assert first and codedir.commit_all(code, "nothing changed") is None
+    codedir.write_files(code, [("train.py", "print(2)\n")])
+    second = codedir.commit_all(code, "fix 1")
+    assert second != first and "+print(2)" in codedir.diff_since_first(code)
+    assert "--- pkg/util.py" in codedir.read_code(code)
 
 
 def test_one_process_advances_a_replication_at_a_time() -> None:
     import subprocess as sp
 
-    from agent.cli_flow import _exclusive
-    from agent.state import replication_dir
+    from agent.cli.flow import _exclusive
+    from agent.graph.state import replication_dir
 
     with _exclusive("r-1"):
         code = (
-            "from agent.cli_flow import _exclusive\n"
+            "from agent.cli.flow import _exclusive\n"
             "try:\n    _exclusive('r-1').__enter__()\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
         )
         result = sp.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, check=True)
@@ -293,7 +316,7 @@ def test_openai_compatible_server_round_trip(tmp_path: Path) -> None:
     seen: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append(body)
             payload = {
@@ -343,7 +366,7 @@ def test_costs_and_reasoning_models(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_two_replications_of_one_paper_keep_their_own_specs() -> None:
-    from agent.state import spec_dir
+    from agent.graph.state import spec_dir
 
     first, second = spec_dir("paper", "paper-aaaaaa"), spec_dir("paper", "paper-bbbbbb")
     assert first.name == "paper" and second.name == "paper--paper-bbbbbb"

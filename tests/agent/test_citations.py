@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.citations import TextIndex, check_citation, check_quote_in_text, normalize_text, verify_citation
+from agent.hypotheses.citations import TextIndex, check_citation, check_quote_in_text, verify_citation
+from agent.quotes import normalize_text
 
 CITED_ID = "2309.03965"  # "Improving Resnet-9 Generalization Trained on Small Datasets", in the first 40 records
 
@@ -93,8 +94,8 @@ def test_verify_against_a_real_paper_index(small_index):
 def test_scripted_llm_citations_are_checked(small_index, tmp_path: Path):
     """A scripted LLM proposes three hypotheses: one with a real quote from an indexed paper, one citing an id that
     is not in the index, one misquoting a real paper. Only the first may be shown as backed."""
-    from agent.hypotheses import propose_hypotheses
-    from agent.llm import load_chat_model
+    from agent.hypotheses.literature import propose_hypotheses
+    from agent.llm.seam import load_chat_model
     from mlexp import RunRecord
     from mlexp.compare import compare
 
@@ -171,8 +172,8 @@ def test_scripted_llm_citations_are_checked(small_index, tmp_path: Path):
 def test_llm_ablation_with_unknown_config_key_is_sent_back(tmp_path: Path):
     """An ablation that changes a key the run config does not have is not concrete: the reply is rejected and the
     model asked again (the retry is in the log); its second answer is used."""
-    from agent.hypotheses import propose_hypotheses
-    from agent.llm import load_chat_model
+    from agent.hypotheses.literature import propose_hypotheses
+    from agent.llm.seam import load_chat_model
     from mlexp import RunRecord
     from mlexp.compare import compare
 

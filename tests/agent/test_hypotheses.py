@@ -9,17 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.checklist import canonical, paper_repeats, same_value, seeds_needed
-from agent.checklist_runs import still_improving
-from agent.hypotheses import (
-    Ablation,
-    Hypothesis,
-    ablation_configs,
-    ablation_plan,
-    propose_hypotheses,
-    queue_ablations,
-    run_checklist,
-)
+from agent.hypotheses.ablations import ablation_configs, ablation_plan, queue_ablations
+from agent.hypotheses.checklist import run_checklist
+from agent.hypotheses.config_keys import canonical, same_value
+from agent.hypotheses.literature import propose_hypotheses
+from agent.hypotheses.model import Ablation, Hypothesis
+from agent.hypotheses.run_checks import still_improving
+from agent.hypotheses.seed_checks import paper_repeats, seeds_needed
 from mlexp import CheckResult, RunRecord
 from mlexp.compare import compare
 from mlexp.log import RunLogger
@@ -242,7 +238,7 @@ def test_queue_ablations_runs_through_mlexp(tmp_path: Path):
 
 def test_llm_failure_keeps_the_checklist(tmp_path: Path):
     from agent.errors import LLMOutputError
-    from agent.llm import load_chat_model
+    from agent.llm.seam import load_chat_model
 
     runs = [run(tmp_path, seed=0, accuracy=0.70, config={"steps": 1})]
     verdicts = compare([target()], runs)

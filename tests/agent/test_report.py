@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.hypotheses import Ablation, Citation, Hypothesis
-from agent.report import append_experiment_log, read_curves, write_report
+from agent.hypotheses.model import Ablation, Citation, Hypothesis
+from agent.report.experiment_log import append_experiment_log
+from agent.report.write import write_report
+from agent.runs import read_curves
 from mlexp import RunRecord
 from mlexp.compare import compare
 from mlexp.log import RunLogger

@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.mlexp.test_mlexp_ray import ray_head  # noqa: F401  (the fixture: a private Ray head on 127.0.0.1)
-from tests.agent.test_tune import git, toy_target
 
-from agent.tune import TuneOptions, run_tune
-from agent.tune_ledger import Ledger
+from agent.tune.ledger import Ledger
+from agent.tune.tuner import TuneOptions, run_tune
 from mlexp import RunRecord
+from tests.agent.test_tune import git, toy_target
+from tests.mlexp.test_mlexp_ray import ray_head  # noqa: F401  (the fixture: a private Ray head on 127.0.0.1)
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from agent.tune_stats import Noise, decide, diff_ci, pooled_noise, threshold
-from agent.tune_target import Knob, parse_duration
+from agent.tune.stats import Noise, decide, diff_ci, pooled_noise, threshold
+from agent.tune.target import Knob, parse_duration
 
 
 def test_pooled_noise_by_hand() -> None:

@@ -1,0 +1,281 @@
+"""The one LLM seam: which chat model to load, and how every structured call is made, validated and logged.
+
+`load_chat_model` reads `--llm` / `REPLICATE_LLM` / the endpoint that `replicate llm serve` wrote:
+  openai:MODEL                      OpenAI (OPENAI_API_KEY; OPENAI_BASE_URL for any OpenAI-compatible server)
+  openrouter:MODEL                  OpenRouter (OPENROUTER_API_KEY)
+  vllm:MODEL@http://host:port/v1    a vLLM (or any OpenAI-compatible) server, no key needed
+  scripted:/path/to/script.json     the scripted test model (agent.scripted)
+
+`structured_call` never hands back None: it parses the JSON object out of the reply text itself (no reliance on
+tool-calling or `with_structured_output`), validates it with pydantic plus an optional domain check, and on failure
+retries with the error shown to the model. Every attempt is written as one plain-text file (practices §5: the
+templated input, the raw output, metadata) under the replication's llm_logs/, and token counts and cost add up in
+llm_logs/usage.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, ValidationError
+
+from agent import paths
+from agent.errors import AgentError, LLMNotConfiguredError, LLMOutputError
+from agent.llm import prompts
+from mlexp import atomic
+
+M = TypeVar("M", bound=BaseModel)
+
+NOT_CONFIGURED = (
+    "no LLM configured. Set REPLICATE_LLM=openai:gpt-4.1 and OPENAI_API_KEY=... (or REPLICATE_LLM=openrouter:MODEL "
+    "with OPENROUTER_API_KEY, or REPLICATE_LLM=vllm:MODEL@http://HOST:PORT/v1, or run `replicate llm serve MODEL` "
+    "on a GPU machine), or pass --llm openai:gpt-4.1"
+)
+
+# USD per million tokens (input, output). A model not listed gets cost None ("unknown"), never a made-up number.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4.1": (2.0, 8.0),
+    "gpt-4.1-mini": (0.4, 1.6),
+    "gpt-4.1-nano": (0.1, 0.4),
+    "gpt-4o": (2.5, 10.0),
+    "gpt-4o-mini": (0.15, 0.6),
+    "o4-mini": (1.1, 4.4),
+    "o3": (2.0, 8.0),
+}
+
+
+class LLMCallError(AgentError):
+    """The endpoint could not be reached or refused the call (dead server, bad key, quota)."""
+
+
+def endpoint_file() -> Path:
+    """Written by `replicate llm serve`; read when neither --llm nor REPLICATE_LLM is set."""
+    return paths.replicate_home() / "llm.json"
+
+
+def configured_spec(spec: str | None = None) -> str | None:
+    if spec:
+        return spec
+    if os.environ.get("REPLICATE_LLM"):
+        return os.environ["REPLICATE_LLM"]
+    path = endpoint_file()
+    if path.exists():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))["spec"]
+        except (ValueError, KeyError) as exc:
+            raise LLMNotConfiguredError(f"{path} is unreadable ({exc}); delete it or set REPLICATE_LLM") from exc
+    return None
+
+
+def load_chat_model(spec: str | None = None) -> BaseChatModel:
+    """The chat model named by `spec`, REPLICATE_LLM, or the served endpoint. Raises LLMNotConfiguredError."""
+    spec = configured_spec(spec)
+    if not spec:
+        raise LLMNotConfiguredError(NOT_CONFIGURED)
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    if not rest:
+        raise LLMNotConfiguredError(f"LLM spec {spec!r} has no model; use e.g. openai:gpt-4.1")
+    if kind == "scripted":
+        from agent.llm.scripted import ScriptedChatModel
+
+        if not Path(rest).is_file():
+            raise LLMNotConfiguredError(f"scripted LLM script not found: {rest}")
+        return ScriptedChatModel(script_path=str(Path(rest).resolve()))
+    from langchain_openai import ChatOpenAI
+
+    def sampling(model: str) -> dict[str, Any]:
+        # Reasoning models reject a temperature; for the others 0 makes drafts repeatable.
+        return {} if model.split("/")[-1].startswith(("o1", "o3", "o4", "gpt-5")) else {"temperature": 0}
+
+    if kind == "openai":
+        if not os.environ.get("OPENAI_API_KEY"):
+            raise LLMNotConfiguredError(f"--llm {spec} needs OPENAI_API_KEY set (and OPENAI_BASE_URL for a proxy)")
+        return ChatOpenAI(model=rest, base_url=os.environ.get("OPENAI_BASE_URL") or None, **sampling(rest))
+    if kind == "openrouter":
+        key = os.environ.get("OPENROUTER_API_KEY")
+        if not key:
+            raise LLMNotConfiguredError(f"--llm {spec} needs OPENROUTER_API_KEY set")
+        return ChatOpenAI(model=rest, base_url="https://openrouter.ai/api/v1", api_key=key, **sampling(rest))
+    if kind == "vllm":
+        model, at, url = rest.rpartition("@")
+        if not at or not url.startswith("http"):
+            raise LLMNotConfiguredError(f"--llm {spec}: use vllm:MODEL@http://HOST:PORT/v1")
+        key = os.environ.get("VLLM_API_KEY", "EMPTY")
+        return ChatOpenAI(model=model, base_url=url, api_key=key, **sampling(model))
+    raise LLMNotConfiguredError(f"unknown LLM kind {kind!r} in {spec!r}; use openai:, openrouter:, vllm: or scripted:")
+
+
+def model_name(model: BaseChatModel) -> str:
+    return str(getattr(model, "model_name", None) or getattr(model, "model", None) or type(model).__name__)
+
+
+def cost_usd(name: str, input_tokens: int, output_tokens: int) -> float | None:
+    if name == "scripted":
+        return 0.0
+    price = PRICES.get(name.split("/")[-1])  # openrouter names carry the vendor: openai/gpt-4.1
+    if price is None:
+        return None
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1e6
+
+
+# --------------------------------------------------------------------------- parsing
+
+_FENCE = re.compile(r"```(?:json)?\s*\n(.*?)```", re.S)
+
+
+def extract_json(text: str) -> Any:
+    """The JSON value in a reply: a fenced block, the whole text, or the first object in it. Raises ValueError."""
+    text = text.strip()
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            pass
+    start = text.find("{")
+    if start >= 0:
+        try:
+            value, _ = json.JSONDecoder().raw_decode(text[start:])
+            return value
+        except ValueError:
+            pass
+    raise ValueError("the reply contains no JSON object")
+
+
+def reply_text(message: BaseMessage) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:8]:
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def _transcript(messages: list[BaseMessage]) -> str:
+    roles = {"system": "system", "human": "user", "ai": "assistant"}
+    return "\n\n".join(f"<|{roles.get(m.type, m.type)}|>\n{reply_text(m)}" for m in messages)
+
+
+def _log_call(log_dir: Path, prompt_name: str, messages: list[BaseMessage], raw: str, meta: dict[str, Any]) -> Path:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    seq = len(list(log_dir.glob("[0-9][0-9][0-9][0-9]-*.txt"))) + 1
+    path = log_dir / f"{seq:04d}-{prompt_name}-attempt{meta['attempt']}.txt"
+    metadata = "\n".join(f"{key}: {value}" for key, value in meta.items())
+    atomic.write_text(
+        path, f"=== INPUT ===\n{_transcript(messages)}\n\n=== OUTPUT ===\n{raw}\n\n=== METADATA ===\n{metadata}\n"
+    )
+    _add_usage(log_dir, prompt_name, meta)
+    return path
+
+
+def _add_usage(log_dir: Path, prompt_name: str, meta: dict[str, Any]) -> None:
+    usage = usage_summary(log_dir)
+    for bucket in (usage, usage["by_prompt"].setdefault(prompt_name, {})):
+        bucket["calls"] = bucket.get("calls", 0) + 1
+        bucket["input_tokens"] = bucket.get("input_tokens", 0) + int(meta.get("input_tokens") or 0)
+        bucket["output_tokens"] = bucket.get("output_tokens", 0) + int(meta.get("output_tokens") or 0)
+        if meta.get("cost_usd") is None:
+            bucket["cost_unknown_calls"] = bucket.get("cost_unknown_calls", 0) + 1
+        else:
+            bucket["cost_usd"] = round(bucket.get("cost_usd", 0.0) + float(meta["cost_usd"]), 6)
+    atomic.write_text(log_dir / "usage.json", json.dumps(usage, indent=2) + "\n")
+
+
+def usage_summary(log_dir: Path | None) -> dict[str, Any]:
+    """Calls, tokens and cost so far, from llm_logs/usage.json."""
+    empty: dict[str, Any] = {"calls": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "by_prompt": {}}
+    if log_dir is None or not (log_dir / "usage.json").exists():
+        return empty
+    return json.loads((log_dir / "usage.json").read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------- the call
+
+
+def structured_call(
+    model: BaseChatModel,
+    prompt_name: str,
+    template: str,
+    variables: dict[str, Any],
+    schema: type[M],
+    *,
+    log_dir: Path | None,
+    retries: int = 2,
+    check: Callable[[M], None] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> M:
+    """Render, call, parse, validate (and `check`, which raises ValueError to reject), retry with the error shown.
+
+    Returns a validated `schema` instance. Raises LLMOutputError after `retries` retries, LLMCallError when the
+    endpoint fails, PromptError when the variables do not match the template (our bug).
+    """
+    user = prompts.render(template, variables)
+    schema_text = json.dumps(schema.model_json_schema(), separators=(",", ":"))
+    messages: list[BaseMessage] = [
+        SystemMessage(prompts.render(prompts.SYSTEM, {"prompt_name": prompt_name})),
+        HumanMessage(user + "\n\n" + prompts.render(prompts.JSON_INSTRUCTIONS, {"schema": schema_text})),
+    ]
+    name = model_name(model)
+    error = ""
+    for attempt in range(1, retries + 2):
+        started = time.monotonic()
+        try:
+            reply = model.invoke(messages)
+        except (openai.OpenAIError, httpx.HTTPError, OSError) as exc:  # the endpoint's failure (network, auth, quota)
+            raise LLMCallError(f"LLM call {prompt_name} to {name} failed: {type(exc).__name__}: {exc}") from exc
+        raw = reply_text(reply)
+        usage = getattr(reply, "usage_metadata", None) or {}
+        n_in, n_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        value: M | None = None
+        try:
+            value = schema.model_validate(extract_json(raw))
+            if check is not None:
+                check(value)
+            error = ""
+        except ValidationError as exc:
+            value, error = None, f"schema validation failed: {_validation_message(exc)}"
+        except ValueError as exc:
+            value, error = None, str(exc)
+        if log_dir is not None:
+            meta = {
+                "prompt_name": prompt_name,
+                "model": name,
+                "attempt": attempt,
+                "max_attempts": retries + 1,
+                "valid": "yes" if value is not None else "no",
+                "error": error or "-",
+                "input_tokens": n_in,
+                "output_tokens": n_out,
+                "tokens_estimated": bool(getattr(reply, "response_metadata", {}).get("estimated_tokens")),
+                "cost_usd": cost_usd(name, n_in, n_out),
+                "latency_s": round(time.monotonic() - started, 3),
+                "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+                "variables": ", ".join(sorted(variables)),
+                **(metadata or {}),
+            }
+            _log_call(Path(log_dir), prompt_name, messages, raw, meta)
+        if value is not None:
+            return value
+        messages = [*messages, AIMessage(raw), HumanMessage(prompts.render(prompts.RETRY, {"error": error}))]
+    raise LLMOutputError(f"{prompt_name}: the LLM reply did not validate after {retries + 1} attempts: {error}")

@@ -1,0 +1,1 @@
+"""The replication report (report.html from a jinja2 template, report.md, plots) and EXPERIMENT_LOG.md."""
