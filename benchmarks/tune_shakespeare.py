@@ -27,9 +27,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.tune import TuneOptions, Tuner  # noqa: E402
-from agent.tune_stats import diff_ci, threshold  # noqa: E402
-from agent.tune_target import load_target  # noqa: E402
+from agent.tune.stats import diff_ci, threshold  # noqa: E402
+from agent.tune.target import load_target  # noqa: E402
+from agent.tune.tuner import TuneOptions, Tuner  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "tinyshakespeare_gpt"
 

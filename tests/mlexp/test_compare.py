@@ -326,7 +326,7 @@ def test_printed_metric_is_cross_checked_against_saved_predictions(tmp_path: Pat
     assert inflated.warnings == ["inflated (inflated): reported accuracy=0.95 but the harness recomputes 0.75 "
                                  "from predictions.parquet"]  # fmt: skip
     # The checklist turns the disagreement into a high-priority finding.
-    from agent.checklist import run_checklist
+    from agent.hypotheses.checklist import run_checklist
 
     hyps = {h.id: h for h in run_checklist(None, None, [inflated], records[1:])}
     assert hyps["diag-metric-integrity-T3-r1"].priority == "high"

@@ -137,7 +137,8 @@ def test_verdicts_match_table3(fashion):
 
 
 def test_too_few_iterations_named_by_the_checklist(fashion):
-    from agent.hypotheses import ablation_configs, run_checklist
+    from agent.hypotheses.ablations import ablation_configs
+    from agent.hypotheses.checklist import run_checklist
     from mlexp.compare import compare
 
     paper, spec, claim = fashion["paper"], fashion["spec"], fashion["claim"]
@@ -161,8 +162,9 @@ def test_too_few_iterations_named_by_the_checklist(fashion):
 
 
 def test_report_of_both_iterations(fashion, tmp_path):
-    from agent.hypotheses import run_checklist
-    from agent.report import append_experiment_log, write_report
+    from agent.hypotheses.checklist import run_checklist
+    from agent.report.experiment_log import append_experiment_log
+    from agent.report.write import write_report
     from mlexp.compare import compare
 
     paper, spec = fashion["paper"], fashion["spec"]
@@ -184,7 +186,7 @@ def test_report_of_both_iterations(fashion, tmp_path):
 def test_full_training_set_two_seeds(tmp_path):
     """The paper's setting: all 60,000 training images, 2 seeds each, against 0.841 +- 0.01 (10-20 minutes on 2
     busy cores; L-BFGS ignores the seed, so more seeds would only repeat the same number)."""
-    from agent.hypotheses import run_checklist
+    from agent.hypotheses.checklist import run_checklist
     from mlexp.compare import compare
     from retrieval.ingest import parse_pdf
 
