@@ -1,17 +1,23 @@
-"""Runner overhead: a small torch training run through `mlexp.run_script` vs the same script run directly.
+"""Harness and sandbox overhead: one training script run directly, through mlexp without the sandbox
+(--no-sandbox) and through mlexp in its default bubblewrap sandbox, interleaved in the same run.
 
-    .venv/bin/python benchmarks/mlexp_overhead.py [--steps 300] [--repeats 3] [--width 512]
+    .venv/bin/python benchmarks/mlexp_overhead.py [--steps 800] [--repeats 3] [--width 256]
 
-Both variants start the same script as a fresh process with the same run contract; the harness variant adds
-identity hashing, registry updates, the run dir (README, config, metadata, digest, post-run check) and the live
-tee/watchdog. Prints medians and the overhead in percent. Uses CUDA when torch sees a GPU (target there: < 2% on a
-run of a minute or more), else the CPU. On CPU the work per step is small, so keep --steps high enough that the
-direct run takes tens of seconds, or the fixed cost of the harness (~0.5-1 s) dominates the percentage.
+Each variant starts the same script as a fresh process with the same run contract. "harness" adds identity
+hashing, registry updates, the run dir (README, config, metadata, digest, post-run check) and the live
+tee/watchdog; "sandbox" adds bwrap (mount/PID/network namespaces, the read-only view). The three variants are run
+in turn within each repeat so machine drift hits them alike. The sandbox's own cost is also measured apart, as the
+start-up of `python -c pass` with and without bwrap (20 times each), since on a shared machine the end-to-end
+medians of 20-second runs move by more than the figure being measured.
+
+Uses CUDA when torch sees a GPU, else the CPU. Target: sandbox overhead under 2% of a 20-second CPU run. Prints a
+final `key: value` block.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -49,48 +55,79 @@ log.final(accuracy=acc, steps=steps, device=device)
 """
 
 
+def _startup(cmd: list[str], cwd: Path, env: dict[str, str], n: int) -> float:
+    """Median wall time of running `cmd` to completion, `n` times."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def sandbox_startup(work: Path, n: int = 20) -> tuple[float, float]:
+    """(median start-up of `python -c pass` directly, the same inside the run's bwrap sandbox), seconds."""
+    from mlexp.runner import scrubbed_env
+    from mlexp.sandbox import SandboxPolicy, bwrap_command, sandbox_env
+
+    run_dir = work / "startup-run"
+    run_dir.mkdir()
+    env = scrubbed_env()
+    policy = SandboxPolicy(run_dir=run_dir, code_dir=work)
+    argv = [sys.executable, "-c", "pass"]
+    plain = _startup(argv, run_dir, env, n)
+    boxed = _startup(bwrap_command(policy, argv, env), run_dir, sandbox_env(env), n)
+    return plain, boxed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     import mlexp
-    from mlexp.api import _device
+    from mlexp.api import default_device
 
-    device = _device()
+    device = default_device()
     work = Path(tempfile.mkdtemp(prefix="mlexp-bench-"))
     code = work / "code"
     code.mkdir()
     script = code / "train.py"
     script.write_text(SCRIPT)
     config = {"steps": args.steps, "width": args.width, "batch": args.batch}
-    direct, harness, fixed = [], [], []
+    times: dict[str, list[float]] = {"direct": [], "harness": [], "sandbox": []}
     for rep in range(args.repeats):
         run_dir = work / f"direct-{rep}"
         run_dir.mkdir()
-        (run_dir / "config.json").write_text(__import__("json").dumps({**config, "seed": 0, "smoke": False}))
+        (run_dir / "config.json").write_text(json.dumps({**config, "seed": 0, "smoke": False}))
         env = {**os.environ, "RUN_DIR": str(run_dir), "RUN_CONFIG": str(run_dir / "config.json"), "SMOKE": "0",
                "SEED": "0", "DEVICE": device, "PYTHONUNBUFFERED": "1"}  # fmt: skip
         t0 = time.perf_counter()
         subprocess.run([sys.executable, str(script)], cwd=run_dir, env=env, check=True, capture_output=True)
-        direct.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        record = mlexp.run_script(script, config, runs_root=work / "runs", name="bench", force=True)
-        harness.append(time.perf_counter() - t0)
-        fixed.append(harness[-1] - (record.duration_s or 0.0))  # time spent outside the script's process
-        if record.status != "completed":
-            raise SystemExit(f"harness run failed: {record.digest}")
-        print(f"repeat {rep + 1}: direct {direct[-1]:.2f}s, through mlexp {harness[-1]:.2f}s", flush=True)
-    d, h = statistics.median(direct), statistics.median(harness)
+        times["direct"].append(time.perf_counter() - t0)
+        for variant, sandbox in (("harness", False), ("sandbox", True)):
+            t0 = time.perf_counter()
+            record = mlexp.run_script(script, config, runs_root=work / f"runs-{variant}", name="bench", force=True,
+                                      sandbox=sandbox)  # fmt: skip
+            times[variant].append(time.perf_counter() - t0)
+            if record.status != "completed":
+                raise SystemExit(f"{variant} run failed: {record.digest}")
+        print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    d, h, s = (statistics.median(times[k]) for k in ("direct", "harness", "sandbox"))
+    plain, boxed = sandbox_startup(work)
     print(f"device: {device} ({record.env.get('gpu')}), steps {args.steps}, width {args.width}, repeats {args.repeats}")
-    print(f"direct median: {d:.3f}s   through mlexp median: {h:.3f}s")
-    print(f"overhead: {h - d:+.3f}s ({(h - d) / d * 100:+.2f}%)")
-    f = statistics.median(fixed)
-    print(f"harness time outside the script's process (identity, registry, run dir, check): {f:.3f}s"
-          f" = {f / d * 100:.2f}% of the direct run")  # fmt: skip
+    print(f"sandbox: {record.sandbox}")
+    print("--- final ---")
+    print(f"direct_median_s: {d:.3f}")
+    print(f"harness_no_sandbox_median_s: {h:.3f}")
+    print(f"harness_sandbox_median_s: {s:.3f}")
+    print(f"harness_overhead_pct: {(h - d) / d * 100:+.2f}")
+    print(f"sandbox_vs_no_sandbox_pct: {(s - h) / h * 100:+.2f}")
+    print(f"sandbox_startup_s: {boxed - plain:.4f}  (python -c pass: {plain:.4f}s direct, {boxed:.4f}s in bwrap)")
+    print(f"sandbox_startup_pct_of_direct_run: {(boxed - plain) / d * 100:.3f}")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def _device() -> str:
+def default_device() -> str:
     """'cuda' when a GPU is visible and torch was built with CUDA, else 'cpu' (the script may still check)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", "0") in ("", "-1"):
         return "cpu"
@@ -197,7 +197,7 @@ def run_script(script: Path, config: dict, options: RunOptions | None = None, /,
     try:
         result = make_executor(opts.executor, opts.ray_address, **_executor_options(opts)).run(spec)
     except BaseException as exc:
-        reason = "killed" if isinstance(exc, KeyboardInterrupt | SystemExit) else "error"
+        reason: ExitReason = "killed" if isinstance(exc, KeyboardInterrupt | SystemExit) else "error"
         _finish_failed(prep.registry, record, t0, f"{type(exc).__name__}: {exc}", reason)
         raise
     tampered = fingerprint_changes(before, run_fingerprint(opts.protected_paths, spec.data_paths))
@@ -248,7 +248,7 @@ def _start(prep: _Prepared, record: RunRecord, opts: RunOptions) -> None:
 
 
 def _launch_spec(prep: _Prepared, record: RunRecord, opts: RunOptions) -> LaunchSpec:
-    device = "cuda" if opts.executor == "ray" and opts.num_gpus else _device()
+    device = "cuda" if opts.executor == "ray" and opts.num_gpus else default_device()
     run_dir = prep.run_dir
     contract = contract_env(run_dir, run_dir / "config.json", smoke=opts.smoke, seed=opts.seed, device=device)
     env = scrubbed_env(opts.allow_env, contract)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def _atomic(path: Path, write: Callable[[Path], object]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -51,7 +51,7 @@ def strict(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: Path, obj: Any, *, indent: int = 2) -> Path:
+def write_json(path: Path, obj: Any, *, indent: int | None = 2) -> Path:
     """Strict JSON: NaN and Infinity become null (Python's json would write tokens other parsers reject)."""
     text = json.dumps(strict(obj), indent=indent, sort_keys=False, default=str, allow_nan=False) + "\n"
     return write_text(path, text)

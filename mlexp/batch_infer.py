@@ -98,7 +98,7 @@ class _TransformersBackend:
 
     def template(self, item: PromptItem) -> str:
         if item.messages is not None:
-            return self.tokenizer.apply_chat_template(item.messages, tokenize=False, add_generation_prompt=True)
+            return str(self.tokenizer.apply_chat_template(item.messages, tokenize=False, add_generation_prompt=True))
         return item.prompt or ""
 
     def generate(self, texts: list[str]) -> list[str]:
@@ -135,7 +135,7 @@ class _VllmBackend:
 
     def template(self, item: PromptItem) -> str:
         if item.messages is not None:
-            return self.tokenizer.apply_chat_template(item.messages, tokenize=False, add_generation_prompt=True)
+            return str(self.tokenizer.apply_chat_template(item.messages, tokenize=False, add_generation_prompt=True))
         return item.prompt or ""
 
     def prepare(self, texts: Sequence[str]) -> None:

@@ -27,7 +27,7 @@ MemoryMode = Literal["cgroup2", "cgroup1", "per-process", "none"]
 
 def _mountinfo() -> list[tuple[str, str]]:
     """(mount point, filesystem type + super options) of every mount of this process."""
-    out = []
+    out: list[tuple[str, str]] = []
     try:
         lines = Path("/proc/self/mountinfo").read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -42,7 +42,7 @@ def _mountinfo() -> list[tuple[str, str]]:
 
 def _own_cgroups() -> dict[str, str]:
     """Controller (or '' for v2) -> this process's cgroup path, from /proc/self/cgroup."""
-    out = {}
+    out: dict[str, str] = {}
     try:
         lines = Path("/proc/self/cgroup").read_text(encoding="utf-8").splitlines()
     except OSError:
@@ -142,6 +142,7 @@ class MemoryCage:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
             return cap
+        assert self.path is not None  # a cgroup mode always has its directory
         procs = str(self.path / "cgroup.procs")
 
         def join() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from mlexp import atomic
 from mlexp.errors import ExecutorError
 from mlexp.metrics import final_metric_lines
+from mlexp.record import ExitReason
 from mlexp.runner import ProcessResult, Redactor, run_process
 from mlexp.sandbox import SandboxPolicy
 
@@ -231,7 +232,9 @@ class RayExecutor:
         if not console.exists():
             atomic.write_text(console, "\n".join(spec.redact(v) for v in visible) + "\n")
         info = exit_info or {}
-        reason = stopped_for or info.get("exit_reason") or ("ok" if status.endswith("SUCCEEDED") else "error")
+        reason: ExitReason = stopped_for or info.get("exit_reason") or (  # type: ignore[assignment]
+            "ok" if status.endswith("SUCCEEDED") else "error"
+        )
         lines = [spec.redact(v) for v in visible]
         return ProcessResult(
             exit_code=info.get("exit_code"), exit_reason=reason, duration_s=time.monotonic() - start,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -216,7 +217,9 @@ def _fmt_metric(value: float) -> str:
     return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.6g}"
 
 
-def render_readme(record: Any, info: dict | None, *, index_rows: list[dict] | None = None, others: list = ()) -> str:
+def render_readme(
+    record: Any, info: dict | None, *, index_rows: list[dict] | None = None, others: Sequence[Any] = ()
+) -> str:
     """README.txt for a stranger in three months: what, on what, how good, where to look, compared with what."""
     info = info or {}
     metric_defs: dict[str, dict] = info.get("metrics") or {}
@@ -249,7 +252,7 @@ def render_readme(record: Any, info: dict | None, *, index_rows: list[dict] | No
     lines += ["", "METRIC DEFINITIONS"]
     if metric_defs:
         for key, definition in metric_defs.items():
-            direction = {"max": "higher is better", "min": "lower is better"}.get(definition.get("direction"), "?")
+            direction = {"max": "higher is better", "min": "lower is better"}.get(str(definition.get("direction")), "?")
             lines.append(f"  {key} ({direction}): {definition.get('definition', '')}")
     else:
         lines.append("  not given (pass readme={'metrics': {name: {'direction': 'max'|'min', 'definition': ...}}})")
