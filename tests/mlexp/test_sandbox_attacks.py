@@ -360,3 +360,18 @@ def test_without_bwrap_the_run_refuses_with_one_line(tmp_path: Path) -> None:
     record = mlexp.list_runs(attack.runs)[-1]
     assert record.sandbox and record.sandbox.startswith("none: --no-sandbox")
     assert "--no-sandbox" in (Path(record.run_dir) / "README.txt").read_text()
+
+
+def test_a_symlink_out_of_the_run_dir_is_not_written_through(tmp_path: Path) -> None:
+    outside = tmp_path / "project" / "outside"
+    attack = Attack(tmp_path, f"""
+        import os
+        os.symlink({str(outside)!r}, "diagnostics")   # the harness writes diagnostics/ after the run
+        print("=== FINAL METRICS ===")
+        print("score: 1")
+    """)
+    outside.mkdir(parents=True)
+    record = attack.run()
+    assert list(outside.iterdir()) == [], "the harness never follows a link out of the run dir"
+    assert (Path(record.run_dir) / "diagnostics").is_dir() and not (Path(record.run_dir) / "diagnostics").is_symlink()
+    assert record.check is not None and any("symlink diagnostics" in p for p in record.check.problems)
