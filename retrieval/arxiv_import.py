@@ -30,6 +30,9 @@ except ImportError:  # pragma: no cover - orjson ships with chromadb
 
 # An arXiv category: archive[.subject], e.g. cs.LG, stat.ML, hep-th, math-ph. MSC ("68T45,") and ACM ("I.2.10;")
 # codes that some records append to the field do not match.
+# Field caps: an arXiv title is < 400 characters and an abstract < 2,000 (the snapshot's longest are ~6,000); a
+# hostile or broken file must not put megabytes into one unit. Longer values are cut, not refused.
+MAX_ID, MAX_TITLE, MAX_ABSTRACT, MAX_AUTHORS, MAX_CATEGORIES = 64, 1_000, 10_000, 5_000, 16
 _CATEGORY_RE = re.compile(r"^[a-z][a-z\-]*(\.[A-Za-z][A-Za-z\-]*)?$")
 _NEW_ID_RE = re.compile(r"^(\d{2})(\d{2})\.\d{4,5}(v\d+)?$")
 _OLD_ID_RE = re.compile(r"^[a-z\-]+(\.[A-Z]{2})?/(\d{2})(\d{2})\d{3}(v\d+)?$")
@@ -55,8 +58,19 @@ class Batch:
     malformed: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
 
 
-def _clean(text: object) -> str:
-    return " ".join(str(text).split()) if text else ""
+def _clean(text: object, cap: int) -> str:
+    """Whitespace-normalised text, at most `cap` characters (`text` is a str: other types are refused earlier)."""
+    return " ".join(str(text)[: cap * 2].split())[:cap] if text else ""
+
+
+def _wrong_type(obj: dict) -> str | None:
+    """Why a field has a type the snapshot never uses (a dict id, a list title...), or None."""
+    if not isinstance(obj.get("id"), str):
+        return "id is not a string" if obj.get("id") is not None else None
+    for key in ("title", "abstract", "authors", "categories", "update_date"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            return f"{key} is a {type(obj[key]).__name__}, not a string"
+    return None
 
 
 def _id_month(paper_id: str) -> tuple[int, int] | None:
@@ -78,7 +92,7 @@ def publication_date(obj: dict) -> str:
     that month excludes the paper rather than leaking later work). Last resort: `update_date`.
     """
     versions = obj.get("versions") or []
-    if versions and isinstance(versions[0], dict) and versions[0].get("created"):
+    if isinstance(versions, list) and versions and isinstance(versions[0], dict) and versions[0].get("created"):
         try:
             return parsedate_to_datetime(versions[0]["created"]).date().isoformat()
         except (TypeError, ValueError):
@@ -102,19 +116,25 @@ def parse_line(line: bytes) -> Record | str:
         return f"invalid JSON ({str(exc).splitlines()[0][:80]})"
     if not isinstance(obj, dict):
         return "not a JSON object"
-    paper_id = _clean(obj.get("id"))
+    wrong = _wrong_type(obj)
+    if wrong:
+        return wrong
+    paper_id = _clean(obj.get("id"), MAX_ID + 1)
     if not paper_id:
         return "missing id"
-    title, abstract = _clean(obj.get("title")), _clean(obj.get("abstract"))
+    if len(paper_id) > MAX_ID:
+        return f"id longer than {MAX_ID} characters"
+    title, abstract = _clean(obj.get("title"), MAX_TITLE), _clean(obj.get("abstract"), MAX_ABSTRACT)
     if not title and not abstract:
         return "no title and no abstract"
-    cats = [c for c in str(obj.get("categories") or "").split() if _CATEGORY_RE.match(c)]
+    cats = [c for c in str(obj.get("categories") or "").split() if _CATEGORY_RE.match(c) and len(c) <= 32]
+    cats = cats[:MAX_CATEGORIES]
     date = publication_date(obj)
     return Record(
         id=paper_id,
         title=title,
         abstract=abstract,
-        authors=_clean(obj.get("authors")),
+        authors=_clean(obj.get("authors"), MAX_AUTHORS),
         categories=cats,
         date=date,
         year=int(date[:4]) if date[:4].isdigit() else 0,
