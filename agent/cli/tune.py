@@ -1,13 +1,14 @@
 """CLI commands: tune. Registers its commands on `agent.cli.app`.
 
 `replicate tune TARGET --budget N --trial-time 5m [--proposer optuna|llm|hybrid] [--papers/--no-papers] [--seeds K]
-[--ab] [--executor ray --ray-address ...] [--storage URL]` is a thin layer over `agent.tune.run_tune` / `run_ab`.
+[--ab] [--executor ray --ray-address ...] [--storage URL]` is a thin layer over `agent.tune.tuner.run_tune` and
+`agent.tune.ab.run_ab`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 
@@ -70,19 +71,21 @@ def tune_cmd(
 ) -> None:
     """Improve an experiment under a fixed budget per trial; keep only changes that beat the seed noise."""
     from agent.llm.seam import configured_spec
+    from agent.tune.ab import ABResult, run_ab
+    from agent.tune.proposers import ProposerName
     from agent.tune.target import TuneError, parse_assignments, parse_duration
-    from agent.tune.tuner import ABResult, TuneOptions, TuneResult, run_ab, run_tune
+    from agent.tune.tuner import TuneOptions, TuneResult, run_tune
 
     spec = configured_spec(llm)
     chosen = proposer or ("hybrid" if spec else "optuna")
-    if chosen not in ("optuna", "llm", "hybrid"):
+    if chosen not in get_args(ProposerName):
         raise TuneError(f"--proposer must be optuna, llm or hybrid, got {chosen!r}")
     uses_llm = chosen != "optuna"
     index = _open_index(index_dir, required=bool(papers) or ab) if uses_llm and papers is not False or ab else None
     opts = TuneOptions(
         budget=budget,
         trial_time_s=parse_duration(trial_time),
-        proposer=chosen,
+        proposer=cast(ProposerName, chosen),  # checked against its Literal just above
         papers=index is not None,
         seeds=seeds,
         baseline_seeds=baseline_seeds,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.hypotheses.config_keys import (
@@ -64,11 +65,31 @@ def _expected_settings(
     return out
 
 
-def setup_mismatches(
+@dataclass
+class _Mismatch:
+    """One setting the run did not use as stated, with every verdict it may explain."""
+
+    key: str  # as the paper or the spec names it
+    run_key: str | None  # the run config's key; None when the run config does not set it at all
+    expected: Any
+    actual: Any
+    from_paper: bool
+    verdicts: list[Verdict] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+
+    def add(self, verdict: Verdict, line: str) -> None:
+        if verdict not in self.verdicts:
+            self.verdicts.append(verdict)
+        if line not in self.evidence:
+            self.evidence.append(line)
+
+
+def _find_mismatches(
     paper: Paper | None, spec: Spec | None, verdicts: Sequence[Verdict], runs: Runs
-) -> list[Hypothesis]:
+) -> dict[str, _Mismatch]:
+    """Each stated setting against the resolved config of the first completed run of each claim."""
     targets = {t.claim_id: t for t in spec.targets} if spec is not None else {}
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, _Mismatch] = {}
     for verdict in verdicts:
         measured = completed(runs_for(runs, verdict.claim_id, spec))
         if not measured:
@@ -85,76 +106,68 @@ def setup_mismatches(
             run_keys = by_canon.get(canon, [])
             if not run_keys:
                 if from_paper and (canon in IMPORTANT or claim is not None and key in str(claim.row or "")):
-                    entry = found.setdefault(
-                        f"setup-unset-{canon}",
-                        dict(key=key, run_key=None, expected=expected, actual=None, verdicts=[], evidence=[]),
-                    )
-                    entry["verdicts"].append(verdict)
-                    entry["evidence"].append(f"{where} states {key}={expected}; the run config has no {key!r} key")
+                    unset = found.setdefault(f"setup-unset-{canon}", _Mismatch(key, None, expected, None, True))
+                    # Appended per verdict (not deduplicated): each claim's evidence says where it is stated.
+                    unset.verdicts.append(verdict)
+                    unset.evidence.append(f"{where} states {key}={expected}; the run config has no {key!r} key")
                 continue
             for run_key in run_keys:
                 if same_value(actual[run_key], expected):
                     continue
                 if canon.startswith("split:") and min(num(actual[run_key]) or 0, num(expected) or 0) <= 1:
                     continue  # a fraction (train_size=0.8) is not comparable with a count
-                entry = found.setdefault(
-                    f"setup-{run_key}",
-                    dict(
-                        key=key,
-                        run_key=run_key,
-                        expected=expected,
-                        actual=actual[run_key],
-                        verdicts=[],
-                        evidence=[],
-                        from_paper=from_paper,
-                    ),  # fmt: skip
+                mismatch = found.setdefault(
+                    f"setup-{run_key}", _Mismatch(key, run_key, expected, actual[run_key], from_paper)
                 )
-                if verdict not in entry["verdicts"]:
-                    entry["verdicts"].append(verdict)
-                line = f"{where} says {key}={expected}; the run used {run_key}={actual[run_key]}"
-                if line not in entry["evidence"]:
-                    entry["evidence"].append(line)
+                mismatch.add(verdict, f"{where} says {key}={expected}; the run used {run_key}={actual[run_key]}")
+    return found
+
+
+def _unset_hypothesis(hid: str, m: _Mismatch, evidence: list[str]) -> Hypothesis:
+    """The paper states a setting the run config does not set: evidence only, no ablation to propose."""
+    return Hypothesis(
+        id=hid,
+        statement=f"The paper's {m.key}={m.expected} is not set by the run config; the code's own "
+        f"default may differ from the paper's setting",
+        category="setup_mismatch",
+        claim_ids=sorted({v.claim_id for v in m.verdicts}),
+        evidence=evidence,
+        priority=priority_for(m.verdicts, canonical(m.key) in IMPORTANT),
+    )
+
+
+def _differs_hypothesis(hid: str, m: _Mismatch, evidence: list[str]) -> Hypothesis:
+    """The run used another value than stated: rerun with the stated one."""
+    assert m.run_key is not None, "a differing setting has a run config key"
+    canon, vs = canonical(m.key), m.verdicts
+    shorter = ""
+    a, e = num(m.actual), num(parse_value(m.expected))
+    if canon in TRAINING_LENGTH and a is not None and e is not None and a < e:
+        shorter = f" (trained for {a:g} instead of {e:g} {m.run_key}: under-trained)"
+    return Hypothesis(
+        id=hid,
+        statement=f"The run's {m.run_key}={m.actual} differs from {m.key}={m.expected} stated in "
+        f"{'the paper' if m.from_paper else 'the approved spec'}{shorter}",
+        category="setup_mismatch",
+        claim_ids=sorted({v.claim_id for v in vs}),
+        evidence=evidence,
+        ablation=Ablation(
+            change={m.run_key: parse_value(m.expected)},
+            # A different test/validation set changes what is measured, not how well the model learns.
+            expected_direction="unknown" if canon in ("split:test", "split:val") else toward(vs[0]),
+            metric=vs[0].metric,
+            description=f"rerun with {m.run_key}={m.expected} as stated",
+        ),
+        priority=priority_for(vs, canon in IMPORTANT),
+    )
+
+
+def setup_mismatches(
+    paper: Paper | None, spec: Spec | None, verdicts: Sequence[Verdict], runs: Runs
+) -> list[Hypothesis]:
     out = []
-    for hid, entry in found.items():
-        canon, vs = canonical(entry["key"]), entry["verdicts"]
-        claim_ids = sorted({v.claim_id for v in vs})
-        evidence = entry["evidence"] + [f"{v.claim_id}: {v.verdict}, gap {v.gap:+.4g}" for v in vs if v.gap is not None]
-        if entry["run_key"] is None:
-            statement = (
-                f"The paper's {entry['key']}={entry['expected']} is not set by the run config; the code's own "
-                f"default may differ from the paper's setting"
-            )
-            out.append(
-                Hypothesis(
-                    id=hid,
-                    statement=statement,
-                    category="setup_mismatch",
-                    claim_ids=claim_ids,
-                    evidence=evidence,
-                    priority=priority_for(vs, canon in IMPORTANT) if canon in IMPORTANT else priority_for(vs, False),
-                )
-            )
-            continue
-        shorter = ""
-        a, e = num(entry["actual"]), num(parse_value(entry["expected"]))
-        if canon in TRAINING_LENGTH and a is not None and e is not None and a < e:
-            shorter = f" (trained for {a:g} instead of {e:g} {entry['run_key']}: under-trained)"
-        out.append(
-            Hypothesis(
-                id=hid,
-                statement=f"The run's {entry['run_key']}={entry['actual']} differs from {entry['key']}="
-                f"{entry['expected']} stated in {'the paper' if entry['from_paper'] else 'the approved spec'}{shorter}",
-                category="setup_mismatch",
-                claim_ids=claim_ids,
-                evidence=evidence,
-                ablation=Ablation(
-                    change={entry["run_key"]: parse_value(entry["expected"])},
-                    # A different test/validation set changes what is measured, not how well the model learns.
-                    expected_direction="unknown" if canon in ("split:test", "split:val") else toward(vs[0]),
-                    metric=vs[0].metric,
-                    description=f"rerun with {entry['run_key']}={entry['expected']} as stated",
-                ),
-                priority=priority_for(vs, canon in IMPORTANT),
-            )
-        )
+    for hid, m in _find_mismatches(paper, spec, verdicts, runs).items():
+        gaps = [f"{v.claim_id}: {v.verdict}, gap {v.gap:+.4g}" for v in m.verdicts if v.gap is not None]
+        make = _unset_hypothesis if m.run_key is None else _differs_hypothesis
+        out.append(make(hid, m, m.evidence + gaps))
     return out

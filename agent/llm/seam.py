@@ -213,6 +213,47 @@ def usage_summary(log_dir: Path | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the call
 
 
+def first_messages(
+    prompt_name: str, template: str, variables: dict[str, Any], schema: type[BaseModel]
+) -> list[BaseMessage]:
+    """The system line naming the task, and the rendered prompt with the JSON schema the reply must match."""
+    user = prompts.render(template, variables)
+    schema_text = json.dumps(schema.model_json_schema(), separators=(",", ":"))
+    return [
+        SystemMessage(prompts.render(prompts.SYSTEM, {"prompt_name": prompt_name})),
+        HumanMessage(user + "\n\n" + prompts.render(prompts.JSON_INSTRUCTIONS, {"schema": schema_text})),
+    ]
+
+
+def parse_reply(raw: str, schema: type[M], check: Callable[[M], None] | None) -> tuple[M | None, str]:
+    """(the validated value, "") or (None, why the reply cannot be used, to show the model)."""
+    try:
+        value = schema.model_validate(extract_json(raw))
+        if check is not None:
+            check(value)
+    except ValidationError as exc:
+        return None, f"schema validation failed: {_validation_message(exc)}"
+    except ValueError as exc:  # no JSON in the reply, or the domain check rejected it
+        return None, str(exc)
+    return value, ""
+
+
+def _attempt_meta(reply: BaseMessage, name: str, started: float, error: str, valid: bool) -> dict[str, Any]:
+    """What the log file of one attempt records about it: validity, tokens, cost, latency."""
+    usage = getattr(reply, "usage_metadata", None) or {}
+    n_in, n_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+    return {
+        "valid": "yes" if valid else "no",
+        "error": error or "-",
+        "input_tokens": n_in,
+        "output_tokens": n_out,
+        "tokens_estimated": bool(getattr(reply, "response_metadata", {}).get("estimated_tokens")),
+        "cost_usd": cost_usd(name, n_in, n_out),
+        "latency_s": round(time.monotonic() - started, 3),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
 def structured_call(
     model: BaseChatModel,
     prompt_name: str,
@@ -230,12 +271,7 @@ def structured_call(
     Returns a validated `schema` instance. Raises LLMOutputError after `retries` retries, LLMCallError when the
     endpoint fails, PromptError when the variables do not match the template (our bug).
     """
-    user = prompts.render(template, variables)
-    schema_text = json.dumps(schema.model_json_schema(), separators=(",", ":"))
-    messages: list[BaseMessage] = [
-        SystemMessage(prompts.render(prompts.SYSTEM, {"prompt_name": prompt_name})),
-        HumanMessage(user + "\n\n" + prompts.render(prompts.JSON_INSTRUCTIONS, {"schema": schema_text})),
-    ]
+    messages = first_messages(prompt_name, template, variables, schema)
     name = model_name(model)
     error = ""
     for attempt in range(1, retries + 2):
@@ -245,32 +281,14 @@ def structured_call(
         except (openai.OpenAIError, httpx.HTTPError, OSError) as exc:  # the endpoint's failure (network, auth, quota)
             raise LLMCallError(f"LLM call {prompt_name} to {name} failed: {type(exc).__name__}: {exc}") from exc
         raw = reply_text(reply)
-        usage = getattr(reply, "usage_metadata", None) or {}
-        n_in, n_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
-        value: M | None = None
-        try:
-            value = schema.model_validate(extract_json(raw))
-            if check is not None:
-                check(value)
-            error = ""
-        except ValidationError as exc:
-            value, error = None, f"schema validation failed: {_validation_message(exc)}"
-        except ValueError as exc:
-            value, error = None, str(exc)
+        value, error = parse_reply(raw, schema, check)
         if log_dir is not None:
             meta = {
                 "prompt_name": prompt_name,
                 "model": name,
                 "attempt": attempt,
                 "max_attempts": retries + 1,
-                "valid": "yes" if value is not None else "no",
-                "error": error or "-",
-                "input_tokens": n_in,
-                "output_tokens": n_out,
-                "tokens_estimated": bool(getattr(reply, "response_metadata", {}).get("estimated_tokens")),
-                "cost_usd": cost_usd(name, n_in, n_out),
-                "latency_s": round(time.monotonic() - started, 3),
-                "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+                **_attempt_meta(reply, name, started, error, value is not None),
                 "variables": ", ".join(sorted(variables)),
                 **(metadata or {}),
             }

@@ -9,20 +9,26 @@ half-written ledger. The report (`report.md`, `report.html`, `metric_vs_trial.pn
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
 import statistics
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pandas as pd
+from jinja2 import Environment, FileSystemLoader
 from pydantic import BaseModel, Field
 
 from mlexp import atomic
 
-VERDICTS = ("baseline", "keep", "discard", "crash", "rejected", "recheck")
+TrialVerdict = Literal["baseline", "keep", "discard", "crash", "rejected", "recheck"]
+VERDICTS: tuple[TrialVerdict, ...] = get_args(TrialVerdict)
+# Who proposed a row: the baseline and re-checks are the tuner's own rows; a proposal's source otherwise.
+RowSource = Literal["baseline", "recheck", "optuna", "llm", "hybrid"]
+RowKind = Literal["baseline", "recheck", "config", "code", "config+code"]
 
 
 class CitationRecord(BaseModel):
@@ -34,8 +40,8 @@ class CitationRecord(BaseModel):
 
 class TrialRow(BaseModel):
     trial: int
-    proposer: str  # baseline | optuna | llm
-    kind: str  # baseline | config | code | config+code
+    proposer: RowSource
+    kind: RowKind
     change: str  # one line: the config changes and/or the files edited
     rationale: str = ""
     citations: list[CitationRecord] = Field(default_factory=list)
@@ -49,7 +55,7 @@ class TrialRow(BaseModel):
     incumbent_mean: float = math.nan
     improvement: float = math.nan  # positive = better than the incumbent
     threshold: float = math.nan  # the improvement the noise floor demanded
-    verdict: str
+    verdict: TrialVerdict
     reason: str = ""
     commit: str = ""
     tag: str = ""
@@ -284,54 +290,50 @@ def write_report(
     )
     md_text = report_section(rows, metric=metric, direction=direction, noise_std=noise_std, summary=summary)
     md_text += f"\n![{metric} vs trial]({png.name})\n"
-    md = tune_dir / "report.md"
-    atomic.write_text(md, md_text)
+    md = atomic.write_text(tune_dir / "report.md", md_text)
     image = base64.b64encode(png.read_bytes()).decode("ascii")
-    body = _md_to_html([line for line in md_text.splitlines() if not line.startswith("![")])
-    page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>tune report</title>"
-        f"<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}"
-        f"td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px}}</style></head><body>{body}"
-        f"<p><img alt='{metric} vs trial' src='data:image/png;base64,{image}'></p></body></html>"
-    )
-    out = tune_dir / "report.html"
-    atomic.write_text(out, page)
+    blocks = markdown_blocks([line for line in md_text.splitlines() if not line.startswith("![")])
+    page = _templates().get_template("report.html.j2").render(blocks=blocks, metric=metric, image=image)
+    out = atomic.write_text(tune_dir / "report.html", page)
     return md, out, png
 
 
-def _md_to_html(lines: list[str]) -> str:
-    """Wrap runs of table rows in <table> and runs of bullets in <ul>."""
-    out, open_tag = [], ""
+@dataclass
+class Block:
+    """One block of our own report markdown: a heading, a paragraph, a bullet list or a pipe table."""
+
+    kind: Literal["heading", "paragraph", "list", "table"]
+    text: str = ""
+    level: int = 0
+    items: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+
+def markdown_blocks(lines: list[str]) -> list[Block]:
+    """Just enough markdown for report_section's output: headings, bullets and pipe tables (separators dropped)."""
+    blocks: list[Block] = []
     for line in lines:
-        piece = _md_line_to_html(line)
-        tag = "table" if piece.startswith("<tr>") else "ul" if piece.startswith("<li>") else ""
-        if line.startswith("|---"):
+        if line.startswith("|---") or not line.strip():
             continue
-        if tag != open_tag:
-            if open_tag:
-                out.append(f"</{open_tag}>")
-            if tag:
-                out.append(f"<{tag}>")
-            open_tag = tag
-        out.append(piece)
-    if open_tag:
-        out.append(f"</{open_tag}>")
-    return "\n".join(out)
+        if line.startswith("| "):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not blocks or blocks[-1].kind != "table":
+                blocks.append(Block("table"))
+            blocks[-1].rows.append(cells)
+        elif line.startswith("#"):
+            blocks.append(Block("heading", text=line.lstrip("#").strip(), level=len(line) - len(line.lstrip("#"))))
+        elif line.lstrip().startswith("- "):
+            if not blocks or blocks[-1].kind != "list":
+                blocks.append(Block("list"))
+            blocks[-1].items.append(line.lstrip()[2:])
+        else:
+            blocks.append(Block("paragraph", text=line))
+    return blocks
 
 
-def _md_line_to_html(line: str) -> str:
-    """Just enough markdown for our own report: headings, bullets and pipe tables."""
-    if line.startswith("|---"):
-        return ""
-    if line.startswith("| "):
-        cells = [html.escape(c.strip()) for c in line.strip().strip("|").split("|")]
-        return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
-    if line.startswith("#"):
-        level = len(line) - len(line.lstrip("#"))
-        return f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>"
-    if line.lstrip().startswith("- "):
-        return f"<li>{html.escape(line.lstrip()[2:])}</li>"
-    return f"<p>{html.escape(line)}</p>" if line.strip() else ""
+@cache
+def _templates() -> Environment:
+    return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True)
 
 
 def seed_stats(values: list[float]) -> tuple[float, float]:

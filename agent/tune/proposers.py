@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from pydantic import BaseModel, Field
@@ -32,6 +32,8 @@ from agent.tune.workspace import CodeEdit
 from retrieval.errors import RetrievalError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+ProposerName = Literal["optuna", "llm", "hybrid"]
 
 
 class Citation(BaseModel):
@@ -61,7 +63,7 @@ class SearchQueries(BaseModel):
 
 @dataclass
 class Proposal:
-    source: str  # optuna | llm
+    source: ProposerName
     summary: str
     rationale: str = ""
     config: dict[str, Any] = field(default_factory=dict)  # knob settings (full for optuna, partial for llm)

@@ -18,6 +18,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from scipy import stats
 
@@ -46,15 +47,18 @@ def pooled_noise(groups: Sequence[Sequence[float]]) -> Noise:
     return Noise(std=math.sqrt(ss / df) if df else float("nan"), df=df)
 
 
+Keep = Literal["keep", "discard", "more_seeds"]
+
+
 @dataclass(frozen=True)
 class Decision:
-    verdict: str  # "keep" | "discard" | "more_seeds"
+    verdict: Keep
     improvement: float  # positive = better than the incumbent, in metric units
     threshold: float  # the improvement needed at this confidence with these seed counts
     reason: str
 
 
-def improvement(trial_mean: float, incumbent_mean: float, direction: str) -> float:
+def improvement(trial_mean: float, incumbent_mean: float, direction: Literal["min", "max"]) -> float:
     """How much better the trial is than the incumbent (positive = better) for a 'min' or 'max' metric."""
     return incumbent_mean - trial_mean if direction == "min" else trial_mean - incumbent_mean
 
@@ -72,7 +76,7 @@ def decide(
     incumbent: Sequence[float],
     noise: Noise,
     *,
-    direction: str,
+    direction: Literal["min", "max"],
     confidence: float = 0.95,
     max_seeds: int = 4,
     min_delta: float = 0.0,
@@ -112,7 +116,8 @@ class Difference:
 
 
 def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
-    """Welch's t interval for mean(a) - mean(b); infinite bounds when either arm has fewer than two values."""
+    """Welch's t interval for mean(a) - mean(b) (scipy.stats.ttest_ind, unequal variances); infinite bounds when
+    either arm has fewer than two values, a point when neither arm varies."""
     a = [v for v in a if math.isfinite(v)]
     b = [v for v in b if math.isfinite(v)]
     if not a or not b:
@@ -120,10 +125,7 @@ def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
     diff = statistics.fmean(a) - statistics.fmean(b)
     if len(a) < 2 or len(b) < 2:
         return Difference(diff, -math.inf, math.inf, confidence, len(a), len(b))
-    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
+    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
         return Difference(diff, diff, diff, confidence, len(a), len(b))
-    df = (va + vb) ** 2 / ((va**2 / (len(a) - 1)) + (vb**2 / (len(b) - 1)))
-    t = float(stats.t.ppf(0.5 + confidence / 2, df))
-    return Difference(diff, diff - t * se, diff + t * se, confidence, len(a), len(b))
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    return Difference(diff, float(interval.low), float(interval.high), confidence, len(a), len(b))

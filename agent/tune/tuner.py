@@ -21,24 +21,32 @@ Layout of a tune dir:
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.errors import AgentError
 from agent.tune.ledger import Ledger, TrialRow, seed_stats, write_report
-from agent.tune.proposers import HybridProposer, LLMProposer, OptunaProposer, Proposal, TuneState, describe_changes
-from agent.tune.stats import Difference, Noise, decide, diff_ci, pooled_noise
+from agent.tune.proposers import (
+    HybridProposer,
+    LLMProposer,
+    OptunaProposer,
+    Proposal,
+    ProposerName,
+    TuneState,
+    describe_changes,
+)
+from agent.tune.stats import Decision, Noise, decide, pooled_noise
 from agent.tune.target import Knob, TuneError, TuneTarget, hash_files, load_target
 from agent.tune.workspace import EditError, TrialTree, Workspace
+from mlexp import atomic
 from mlexp.errors import MlexpError
 
 
@@ -46,17 +54,17 @@ from mlexp.errors import MlexpError
 class TuneOptions:
     budget: int = 20  # number of trials after the baseline
     trial_time_s: float = 300.0
-    proposer: str = "optuna"  # optuna | llm | hybrid
+    proposer: ProposerName = "optuna"
     papers: bool = True
     seeds: int = 1  # seeds per trial at first
     baseline_seeds: int = 3  # the baseline's repeats: the noise floor
     max_seeds: int = 4  # close calls get more seeds up to this
     confidence: float = 0.95
     min_delta: float = 0.0  # an improvement must also exceed this (metric units)
-    sampler: str = "tpe"  # tpe | cmaes
+    sampler: str = "tpe"  # tpe or cmaes, checked where the study is made (OptunaProposer)
     storage: str | None = None  # Optuna storage URL; default sqlite in the tune dir
     study_name: str | None = None
-    executor: str = "local"
+    executor: str = "local"  # local or ray, checked by mlexp
     ray_address: str | None = None
     parallel: int = 1
     llm: str | None = None  # agent.llm spec; None = REPLICATE_LLM
@@ -122,7 +130,7 @@ class _Outcome:
     seeds: list[int] = field(default_factory=list)
     run_dirs: list[str] = field(default_factory=list)
     cost_s: float = 0.0
-    verdict: str = ""  # "" (measured), crash, rejected
+    verdict: Literal["", "crash", "rejected"] = ""  # "": measured
     reason: str = ""
     started_at: str = ""
 
@@ -250,8 +258,8 @@ class Tuner:
         now = hash_files(root, self.target.protected)
         return [name for name, digest in self.hashes.items() if now.get(name) != digest]
 
-    def _config_for(self, base: dict, proposal: Proposal) -> dict:
-        config = {**base, **proposal.config}
+    def _config_for(self, base: dict, proposal: Proposal | None) -> dict:
+        config = {**base, **(proposal.config if proposal is not None else {})}
         if self.target.budget_key:
             config[self.target.budget_key] = self.opts.trial_time_s
         return config
@@ -279,18 +287,15 @@ class Tuner:
     def run(self) -> TuneResult:
         self.tune_dir.mkdir(parents=True, exist_ok=True)
         base_commit = self.ws.create(self.target.root)
-        (self.tune_dir / "target.json").write_text(
-            json.dumps(
-                {
-                    "target": self.target.model_dump(mode="json"),
-                    "options": self.opts.public(),
-                    "baseline_commit": base_commit,
-                },
-                indent=2,
-                default=str,
-            )
+        atomic.write_json(
+            self.tune_dir / "target.json",
+            {
+                "target": self.target.model_dump(mode="json"),
+                "options": self.opts.public(),
+                "baseline_commit": base_commit,
+            },
         )
-        self.incumbent = Incumbent(commit=base_commit, config=self._config_for(self.target.baseline, Proposal("", "")))
+        self.incumbent = Incumbent(commit=base_commit, config=self._config_for(self.target.baseline, None))
         self._baseline()
         self.noise = self._noise()
         self.log(
@@ -413,7 +418,7 @@ class Tuner:
         try:
             proposal = self.proposer.propose(state)
         except AgentError as exc:  # a malformed LLM reply after retries, a dead endpoint: recorded, search goes on
-            proposal = Proposal(source=getattr(self.proposer, "name", "?"), summary="(no proposal)", error=str(exc))
+            proposal = Proposal(source=self.proposer.name, summary="(no proposal)", error=str(exc))
         return proposal, self.incumbent.commit, dict(self.incumbent.config)
 
     def _trials(self) -> None:
@@ -461,47 +466,67 @@ class Tuner:
 
     def _record(self, number: int, proposal: Proposal, base_config: dict, config: dict, out: _Outcome) -> None:
         """Decide (with more seeds for close calls), settle the git state, append the ledger row, tell the proposer."""
-        tree = out.tree
-        verdict, reason, gain, need = out.verdict, out.reason, math.nan, math.nan
         inc_values = self.incumbent.values
         try:
-            if not verdict:
-                assert tree is not None, "a trial that was measured ran in a work tree"
-                while True:
-                    d = decide(
-                        out.values,
-                        inc_values,
-                        self.noise,
-                        direction=self.target.metric.direction,
-                        confidence=self.opts.confidence,
-                        max_seeds=self.opts.max_seeds,
-                        min_delta=self.opts.min_delta,
-                    )
-                    gain, need, verdict, reason = d.improvement, d.threshold, d.verdict, d.reason
-                    if verdict != "more_seeds":
-                        break
-                    extra = [max(out.seeds) + 1]
-                    self.log(f"[tune] trial {number}: {reason}; running seed {extra[0]}")
-                    self._run_seeds(tree, config, extra, number, out)
-                    if out.verdict:
-                        verdict, reason = out.verdict, out.reason
-                        break
-            if verdict == "keep":
-                assert tree is not None, "a kept trial was measured in a work tree"
+            decision = self._decide(number, config, out) if not out.verdict else None
+            if decision is not None and not out.verdict and decision.verdict == "keep":
+                assert out.tree is not None, "a kept trial was measured in a work tree"
                 with self._lock:
-                    self.ws.settle(tree, out.commit, "keep")
+                    self.ws.settle(out.tree, out.commit, "keep")
                 self.incumbent = Incumbent(commit=out.commit, config=config, values=list(out.values), trial=number)
                 self.knobs.update(proposal.new_knobs)  # a new knob exists only once the code that reads it is kept
         finally:
-            if tree is not None:
-                self.ws.close_trial(tree)
+            if out.tree is not None:
+                self.ws.close_trial(out.tree)
+        row = self._row(number, proposal, base_config, config, out, decision, inc_values)
+        self.ledger.append(row)
+        self.proposer.observe(proposal, row, self.knobs)
+        self.noise = self._noise()
+        self.log(
+            f"[tune] trial {number}: {row.verdict} ({self.target.metric.name} {row.metric_mean:.4f}, {row.reason})"
+        )
+
+    def _decide(self, number: int, config: dict, out: _Outcome) -> Decision:
+        """Keep or discard a measured trial, giving close calls more seeds first. When one of those seeds crashes
+        (`out.verdict` set), the last decision is returned for its numbers; the crash is the trial's verdict."""
+        assert out.tree is not None, "a trial that was measured ran in a work tree"
+        while True:
+            decision = decide(
+                out.values,
+                self.incumbent.values,
+                self.noise,
+                direction=self.target.metric.direction,
+                confidence=self.opts.confidence,
+                max_seeds=self.opts.max_seeds,
+                min_delta=self.opts.min_delta,
+            )
+            if decision.verdict != "more_seeds":
+                return decision
+            extra = [max(out.seeds) + 1]
+            self.log(f"[tune] trial {number}: {decision.reason}; running seed {extra[0]}")
+            self._run_seeds(out.tree, config, extra, number, out)
+            if out.verdict:
+                return decision
+
+    def _row(
+        self,
+        number: int,
+        proposal: Proposal,
+        base_config: dict,
+        config: dict,
+        out: _Outcome,
+        decision: Decision | None,
+        inc_values: list[float],
+    ) -> TrialRow:
+        """The ledger row of a trial: what changed, what it measured, and the decision (or why there was none)."""
         mean, std = seed_stats(out.values)
         changes = {k: v for k, v in config.items() if base_config.get(k, object()) != v and k != self.target.budget_key}
         parts = [describe_changes(changes)] if changes else []
         if out.files or proposal.edits:
             parts.append("edit " + ", ".join(out.files or sorted({e.path for e in proposal.edits})))
         kind = "+".join(k for k, on in (("config", bool(changes)), ("code", bool(proposal.edits))) if on) or "config"
-        row = TrialRow(
+        verdict = out.verdict or (decision.verdict if decision is not None else "")
+        return TrialRow(
             trial=number,
             proposer=proposal.source,
             kind=kind,
@@ -516,10 +541,10 @@ class Tuner:
             metric_mean=mean,
             metric_std=std,
             incumbent_mean=statistics.fmean(inc_values),
-            improvement=gain,
-            threshold=need,
+            improvement=decision.improvement if decision is not None else math.nan,
+            threshold=decision.threshold if decision is not None else math.nan,
             verdict=verdict,
-            reason=reason,
+            reason=out.reason if out.verdict or decision is None else decision.reason,
             commit=out.commit,
             tag=out.tree.name if out.tree and out.commit else "",
             cost_s=round(out.cost_s, 2),
@@ -527,10 +552,6 @@ class Tuner:
             started_at=out.started_at,
             ended_at=_now(),
         )
-        self.ledger.append(row)
-        self.proposer.observe(proposal, row, self.knobs)
-        self.noise = self._noise()
-        self.log(f"[tune] trial {number}: {verdict} ({self.target.metric.name} {mean:.4f}, {reason})")
 
     def evaluate_incumbent(self, seeds: list[int], *, name: str = "final") -> list[float]:
         """Re-measure the final incumbent on fresh seeds (unbiased by the selection that made it incumbent)."""
@@ -551,15 +572,14 @@ class Tuner:
         best = statistics.fmean(best_values)
         gain = (base.metric_mean - best) if self.target.metric.direction == "min" else (best - base.metric_mean)
         rel = gain / abs(base.metric_mean) if base.metric_mean else math.nan
-        (self.tune_dir / "best_config.json").write_text(json.dumps(self.incumbent.config, indent=2, default=str))
+        atomic.write_json(self.tune_dir / "best_config.json", self.incumbent.config)
         summary = {
             "target": self.target.name,
             "proposer": self.opts.proposer,
             "papers": self.opts.papers if self.opts.proposer != "optuna" else "n/a (optuna)",
             "trial time": f"{self.opts.trial_time_s:g} s",
             "confidence": f"{self.opts.confidence:.0%}",
-            "incumbent commit": f"{self.incumbent.commit[:10]} (trial {self.incumbent.trial}); "
-            f"repo {self.ws.repo}",
+            "incumbent commit": f"{self.incumbent.commit[:10]} (trial {self.incumbent.trial}); repo {self.ws.repo}",
         }
         md, _, _ = write_report(
             self.tune_dir,
@@ -606,107 +626,3 @@ def run_tune(
     spec = target if isinstance(target, TuneTarget) else load_target(target, overrides=opts.overrides)
     out = Path(tune_dir) if tune_dir else default_tune_dir(spec, runs_dir())
     return Tuner(spec, opts, out, log=log, model=model, index=index).run()
-
-
-@dataclass
-class ABResult:
-    tune_dir: Path
-    papers: TuneResult
-    no_papers: TuneResult
-    eval_seeds: list[int]
-    papers_values: list[float]
-    no_papers_values: list[float]
-    difference: Difference  # no-papers minus papers for a 'min' metric (positive = papers better)
-    report: Path
-
-    def summary_line(self) -> str:
-        return (
-            f"A/B {self.papers.metric}: papers arm better by {self.difference.describe()} "
-            f"on fresh seeds {self.eval_seeds}; report {self.report}"
-        )
-
-
-def run_ab(
-    target: str | Path | TuneTarget,
-    opts: TuneOptions,
-    *,
-    tune_dir: Path | None = None,
-    log: Callable[[str], None] = print,
-    model: Any = None,
-    index: Any = None,
-    eval_seeds: int | None = None,
-) -> ABResult:
-    """The controlled experiment: the same tune with and without the paper index, identical budget, seeds and
-    sampler seed; each arm's final incumbent is then re-measured on the same fresh seeds and the difference of means
-    is reported with a Welch confidence interval."""
-    from agent.paths import runs_dir
-
-    if opts.proposer == "optuna":
-        raise TuneError("--ab compares paper access for an LLM proposer: use --proposer llm or hybrid")
-    if index is None:
-        raise TuneError("--ab needs a paper index for the papers arm (build one with `replicate index import`)")
-    spec = target if isinstance(target, TuneTarget) else load_target(target, overrides=opts.overrides)
-    root = (
-        Path(tune_dir)
-        if tune_dir
-        else default_tune_dir(spec, runs_dir()).with_name(
-            default_tune_dir(spec, runs_dir()).name.replace("tune-", "tune-ab-", 1)
-        )
-    )
-    results, tuners = {}, {}
-    for arm, papers in (("papers", True), ("no-papers", False)):
-        log(f"[tune] A/B arm {arm}")
-        arm_opts = replace(opts, papers=papers, study_name=f"{opts.study_name or spec.name}-{arm}")
-        tuners[arm] = Tuner(spec, arm_opts, root / arm, log=log, model=model, index=index if papers else None)
-        results[arm] = tuners[arm].run()
-    seeds = list(range(1000, 1000 + (eval_seeds or max(3, opts.baseline_seeds))))
-    values = {arm: tuners[arm].evaluate_incumbent(seeds) for arm in tuners}
-    a, b = values["papers"], values["no-papers"]
-    if spec.metric.direction == "min":
-        a, b = [-v for v in a], [-v for v in b]  # report "papers better by" as a positive number either way
-    diff = diff_ci(a, b, opts.confidence)
-    lines = [
-        f"## A/B: paper access in `replicate tune {spec.name}`",
-        "",
-        f"Both arms: proposer {opts.proposer}, budget {opts.budget} trials x {opts.trial_time_s:g} s, "
-        f"{opts.seeds} seed(s) per trial, sampler seed {opts.seed}. Final incumbents re-measured on seeds {seeds}.",
-        "",
-        "| arm | tuned (in-search) | re-measured mean | values |",
-        "|---|---|---|---|",
-    ]
-    for arm in ("papers", "no-papers"):
-        r = results[arm]
-        lines.append(
-            f"| {arm} | {r.best_mean:.4g} | {statistics.fmean(values[arm]):.4g} | "
-            f"{', '.join(f'{v:.4g}' for v in values[arm])} |"
-        )
-    lines += [
-        "",
-        f"Papers arm better by {diff.describe()} ({spec.metric.name}, {spec.metric.direction}imized).",
-        "Positive = the papers arm's incumbent is better; a CI that spans 0 means no detectable difference.",
-    ]
-    root.mkdir(parents=True, exist_ok=True)
-    report = root / "ab.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (root / "ab.json").write_text(
-        json.dumps(
-            {
-                "eval_seeds": seeds,
-                "values": values,
-                "difference": asdict(diff),
-                "arms": {k: str(v.tune_dir) for k, v in results.items()},
-            },
-            indent=2,
-            default=str,
-        )
-    )
-    return ABResult(
-        tune_dir=root,
-        papers=results["papers"],
-        no_papers=results["no-papers"],
-        eval_seeds=seeds,
-        papers_values=values["papers"],
-        no_papers_values=values["no-papers"],
-        difference=diff,
-        report=report,
-    )

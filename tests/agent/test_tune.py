@@ -337,7 +337,7 @@ def test_parallel_optuna_on_toy_target(tmp_path: Path) -> None:
 def test_ab_papers_vs_no_papers_same_budget_with_ci(
     tmp_path: Path, arxiv_jsonl: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agent.tune.tuner import run_ab
+    from agent.tune.ab import run_ab
 
     index = _small_index(tmp_path, arxiv_jsonl)
     quote = next(s for s in index.get_text(ZCLIP).replace("\n", " ").split(". ") if "clipping" in s.lower())
