@@ -101,6 +101,7 @@ def test_ray_executor_gives_the_same_run_dir_as_local(ray_head: str, fashion_mni
     ray_s = time.monotonic() - t0
     assert remote.status == "completed" and remote.exit_reason == "ok" and remote.exit_code == 0, remote.digest
     assert remote.executor == "ray" and remote.check is not None and remote.check.ok
+    assert remote.sandbox and remote.sandbox.startswith("bwrap"), "the worker runs the script in the same sandbox"
     assert any("submitted Ray job" in line for line in lines), "job submitted through the Jobs API"
     assert any("step 1/2" in line for line in lines), "logs tailed live"
     assert any("first step seen" in line for line in lines) and remote.s_per_step
