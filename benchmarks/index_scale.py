@@ -1,22 +1,27 @@
-"""Index scale: import rate, embedding rate and query latency (p50/p95) at 100k and 1M records, with/without filters.
+"""Index scale, old and new code side by side: import rate, query latency (p50/p95, with filters), disk, peak memory.
 
 What is measured, exactly:
   * corpus: the shared arXiv CS metadata file (74,728 real records, snapshot layout), repeated with perturbed copies
     to reach the size: copy c>0 of a record gets id "<id>.c<c>" and ~15% of its title/abstract words dropped at random
     (seeded), so every copy is a distinct document with a realistic vocabulary and length. Dates/categories are kept.
-  * import rate: `PaperIndex.import_jsonl` on that plain JSONL file, wall clock, BM25 shards included (the whole
-    "BM25 side"), reported as records/s; the SQLite phase and the BM25 phase are also shown separately.
-  * embedding rate: the real model (all-MiniLM-L6-v2) embedding a sample of real abstracts via `Embedder.encode` on
-    this machine's device (CPU here: a GPU figure is NOT measured by this script unless it runs on a GPU).
+  * two code paths on the same corpus, each in its own process (so `peak_rss_gb` is that path's own peak):
+    "new" is this checkout (tantivy keyword side, ONNX query encoder); "old" is the `retrieval/` package of
+    --baseline (default: the last commit before tantivy, with the sharded BM25 store and torch query encoding),
+    extracted with `git archive` into the work folder and put first on sys.path.
+  * import rate: `PaperIndex.import_jsonl` on the plain JSONL file, wall clock, end to end (parse + SQLite + the
+    keyword index, its final commit/merge included), records/s.
   * dense side at scale: embedding 1M abstracts on this CPU is impossible in the time, so the vectors are FILLED:
-    B real embeddings of distinct records (B = --real-vectors), and unit u gets the real vector of base record
-    (u mod B) plus Gaussian noise (sigma --noise per dimension), re-normalised. They go through the same chromadb
-    collection + local vector file as `replicate index embed` writes. Dense *relevance* at scale is therefore not
-    meaningful; dense *latency* (HNSW search, over-fetch, exact filtered scoring) is what is measured.
-  * query latency: `PaperIndex.search` end to end (query embedding on the CPU, BM25 over all shards, chromadb HNSW,
-    fusion, snippets from SQLite), after 5 warm-up queries; queries are the titles of random real records.
+    B real embeddings (B = --real-vectors) and unit u gets the real vector of base record (u mod B) plus Gaussian noise
+    (sigma --noise), re-normalised, written through the index's own vector file + chromadb collection. Dense
+    *relevance* at scale is therefore not meaningful; dense *latency* (HNSW, over-fetch, exact filtered scoring) is.
+  * query latency: `PaperIndex.search` end to end (a fresh query embedding each time, keyword search, chromadb HNSW,
+    fusion, snippets from SQLite), k=10, after 5 warm-up queries; queries are titles of random real records.
+  * CPU embedding rate: torch (sentence-transformers, what `index embed` uses on a CPU) and the ONNX Runtime
+    encoders (fp32, int8) on --embed-sample real abstracts.
 
-    .venv/bin/python benchmarks/index_scale.py --sizes 100000 [1000000] [--workdir benchmarks/out/scale]
+    .venv/bin/python benchmarks/index_scale.py --sizes 200000 1000000
+
+The last lines are a `key: value` block: `<path>_<size>_<metric>` for every run, plus the embedding rates.
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ import gzip
 import json
 import os
 import random
+import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,9 +41,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from retrieval.index import PaperIndex  # noqa: E402
+BASELINE = "ebb3d2f"  # the last commit with the hand-written BM25 store (retrieval/bm25_store.py)
 
 FILTERS = {  # kept fractions on the shared corpus: cs.LG ~15%, dates: 10% before 2025-05-08, 50% before 2025-11-26
     "none": {},
@@ -53,239 +58,214 @@ def load_base(src: Path) -> list[dict]:
 
 
 def make_corpus(base: list[dict], size: int, out: Path, seed: int = 0) -> None:
-    if out.exists() and out.stat().st_size > 0 and out.with_suffix(".n").exists():
-        if int(out.with_suffix(".n").read_text()) == size:
-            return
+    if out.exists() and out.with_suffix(".n").exists() and int(out.with_suffix(".n").read_text()) == size:
+        return
     rng = random.Random(seed)
     tmp = out.with_suffix(".tmp")
-    t0 = time.perf_counter()
     with open(tmp, "w", encoding="utf-8") as fh:
         for i in range(size):
             rec = base[i % len(base)]
             copy = i // len(base)
             if copy:
-                words = rec["abstract"].split()
-                abstract = " ".join(w for w in words if rng.random() > 0.15)
+                abstract = " ".join(w for w in rec["abstract"].split() if rng.random() > 0.15)
                 title = " ".join(w for w in rec["title"].split() if rng.random() > 0.15) or rec["title"]
                 rec = {**rec, "id": f"{rec['id']}.c{copy}", "title": title, "abstract": abstract}
             fh.write(json.dumps(rec) + "\n")
     tmp.replace(out)
     out.with_suffix(".n").write_text(str(size))
-    print(f"  wrote {size:,} records to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def fill_vectors(ix: PaperIndex, base_vecs: np.ndarray, noise: float, seed: int = 0) -> float:
-    """Write filled vectors for every unit through the index's own vector file + chroma collection; returns secs."""
+# -- worker: one code path, one size, in its own process ---------------------------------------------------------
+def fill_vectors(ix, base_vecs: np.ndarray, noise: float, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     hi = ix.docs.max_uid() + 1
+    key = ix._embedded_key() if hasattr(ix, "_embedded_key") else f"embedded_hi:{ix.recipe.hash}"
     t0 = time.perf_counter()
-    block = 20_000
-    for lo in range(1, hi, block):
-        uids = np.arange(lo, min(lo + block, hi), dtype=np.int64)
+    for lo in range(1, hi, 20_000):
+        uids = np.arange(lo, min(lo + 20_000, hi), dtype=np.int64)
         vecs = base_vecs[uids % len(base_vecs)] + rng.normal(0, noise, (len(uids), base_vecs.shape[1]))
         vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
         ix.vectors.write(uids, vecs)
         ix.chroma.upsert(uids, vecs)
-        ix.docs.set_meta(f"embedded_hi:{ix.recipe.hash}", str(int(uids[-1]) + 1))
-        done = int(uids[-1])
-        if done % 200_000 < block:
-            print(f"    {done:,} vectors in chroma, {time.perf_counter() - t0:.0f} s", flush=True)
+        ix.docs.set_meta(key, str(int(uids[-1]) + 1))
     return time.perf_counter() - t0
 
 
-def latency(ix: PaperIndex, queries: list[str], **kw) -> tuple[float, float, float, float, float]:
-    """Wall-clock and CPU-time (this process, all threads) p50/p95 in ms, and hits per query."""
+def kept_fraction(ix, kw: dict) -> float:
+    if hasattr(ix, "keyword"):  # new
+        return ix._filter(kw.get("category"), kw.get("before"))[2] / max(ix.keyword.n_docs, 1)
+    mask = ix._mask(kw.get("category"), kw.get("before"))
+    return 1.0 if mask is None else float(mask.sum()) / max(ix.bm25.n_units, 1)
+
+
+def latency(ix, queries: list[str], **kw) -> tuple[float, float]:
     for q in queries[:5]:
         ix.search(q, k=10, **kw)
-    wall, cpu = [], []
-    n_hits = 0
+    wall = []
     for q in queries:
         ix.embedder._query_cache.clear()  # every timed query pays its own embedding, as a fresh query would
-        t0, c0 = time.perf_counter(), time.process_time()
-        n_hits += len(ix.search(q, k=10, **kw))
-        wall.append((time.perf_counter() - t0) * 1000)
-        cpu.append((time.process_time() - c0) * 1000)
-    pct = lambda xs, p: float(np.percentile(xs, p))  # noqa: E731
-    return pct(wall, 50), pct(wall, 95), pct(cpu, 50), pct(cpu, 95), n_hits / len(queries)
-
-
-def profile(ix: PaperIndex, queries: list[str], **kw) -> None:
-    """Per-stage wall-clock p50/p95 (ms) of one hybrid search, and chroma HNSW latency at several fetch depths."""
-    from retrieval.index import CANDIDATES
-
-    stages: dict[str, list[float]] = {}
-
-    def timed(name, fn, *a, **k):
         t0 = time.perf_counter()
-        out = fn(*a, **k)
-        stages.setdefault(name, []).append((time.perf_counter() - t0) * 1000)
-        return out
-
-    for q in queries:
-        ix.embedder._query_cache.clear()
-        qvec = timed("query embedding", ix.embedder.encode_query, q)
-        mask = timed("mask", ix._mask, kw.get("category"), kw.get("before"))
-        bm = timed("bm25 rank", ix._bm25_rank, q, mask, CANDIDATES)
-        dn = timed("dense rank (no embedding)", ix._dense_rank, q, mask, CANDIDATES)
-        fused: dict[int, float] = {}
-        for rank, row in enumerate(bm, 1):
-            fused[int(row)] = fused.get(int(row), 0.0) + 1 / rank
-        for rank, row in enumerate(dn, 1):
-            fused[int(row)] = fused.get(int(row), 0.0) + 1 / rank
-        timed("hits (sqlite + snippets)", ix._hits, q, fused, 10)
-        for fetch in (100, 1000, 1500, 2000, 4000):
-            timed(f"chroma query fetch={fetch}", ix.chroma.query, qvec, fetch)
-    for name, xs in stages.items():
-        print(f"    {name:<28} p50 {np.percentile(xs, 50):6.1f}  p95 {np.percentile(xs, 95):6.1f} ms", flush=True)
+        ix.search(q, k=10, **kw)
+        wall.append((time.perf_counter() - t0) * 1000)
+    return float(np.percentile(wall, 50)), float(np.percentile(wall, 95))
 
 
-def dense_recall(ix: PaperIndex, queries: list[str], fetches: list[int], **kw) -> None:
-    """Over-fetch quality of a filter: for each fetch depth F (FETCH_CAP set to F), the recall of the filtered dense
-    top-n against exact filtered scoring of every kept unit, and the overlap of the final hybrid top-10 with the
-    top-10 the exact dense ranking gives. Exact scoring is the reference, so F large enough reads 1.0/1.0."""
-    import retrieval.index as index_mod
+def worker(args: argparse.Namespace) -> None:
+    from retrieval.index import PaperIndex
 
-    n = index_mod.CANDIDATES
-    mask = ix._mask(kw.get("category"), kw.get("before"))
-    saved = index_mod.FETCH_CAP, index_mod.EXACT_MAX
-    res: dict[int, list[tuple[float, float]]] = {f: [] for f in fetches}
-    try:
-        for q in queries:
-            index_mod.EXACT_MAX = 10**9  # reference: exact scoring of all kept units
-            ref = ix._dense_rank(q, mask, n)
-            ref_top = [h.id for h in ix.search(q, k=10, **kw)]
-            index_mod.EXACT_MAX = 0
-            for f in fetches:
-                index_mod.FETCH_CAP = f
-                got = ix._dense_rank(q, mask, n)
-                top = [h.id for h in ix.search(q, k=10, **kw)]
-                res[f].append((len(set(got) & set(ref)) / max(len(ref), 1), len(set(top) & set(ref_top)) / 10))
-    finally:
-        index_mod.FETCH_CAP, index_mod.EXACT_MAX = saved
-    for f, xs in res.items():
-        a = np.array(xs)
-        print(
-            f"    fetch cap {f:5d}: dense recall@{n} mean {a[:, 0].mean():.3f} (min {a[:, 0].min():.2f}); "
-            f"hybrid top-10 overlap mean {a[:, 1].mean():.3f} (min {a[:, 1].min():.1f})",
-            flush=True,
-        )
-
-
-def run_size(size: int, base: list[dict], base_vecs: np.ndarray, args: argparse.Namespace) -> None:
-    work = args.workdir / f"n{size}"
-    work.mkdir(parents=True, exist_ok=True)
-    corpus = work / "corpus.jsonl"
-    print(f"\n== {size:,} records ==", flush=True)
-    if args.reuse:  # query-only: re-measure latency on an index kept by an earlier --keep run
-        ix = PaperIndex(work / "index")
-        query_phase(ix, base, args, dense=ix._ever_embedded())
-        ix.close()
-        return
-    make_corpus(base, size, corpus)
-    shutil.rmtree(work / "index", ignore_errors=True)
-    ix = PaperIndex(work / "index")
-    t0, c0 = time.perf_counter(), time.process_time()
-    stats = ix.import_jsonl(corpus, progress=args.progress)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    sqlite_s = stats.seconds - stats.bm25_seconds
-    print(
-        f"  import: {stats.imported:,} records in {wall:.1f} s wall = {stats.imported / wall:,.0f} records/s "
-        f"(SQLite phase {sqlite_s:.1f} s, BM25 shards {stats.bm25_seconds:.1f} s, {len(ix.bm25.shards)} shards); "
-        f"CPU time {cpu:.1f} s = {stats.imported / cpu:,.0f} records per CPU-second; load avg {os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
-    dense = args.dense_max is None or size <= args.dense_max
-    if dense:
-        print("  filling FILLED vectors (real embeddings of a subset + noise, see docstring) into chromadb ...")
-        fill_s = fill_vectors(ix, base_vecs, args.noise)
-        print(f"  vectors: {size:,} written to chromadb + vector file in {fill_s:.0f} s ({size / fill_s:,.0f}/s)")
-    else:
-        print(f"  NO dense vectors at this size (--dense-max {args.dense_max}): only BM25 latency is measured")
-    query_phase(ix, base, args, dense)
-    st = ix.stats()
-    print(f"  disk: {st['disk_bytes'] / 1e9:.2f} GB ({st['papers']:,} papers)")
-    ix.close()
-    if not args.keep:
-        shutil.rmtree(work / "index", ignore_errors=True)
-
-
-def query_phase(ix: PaperIndex, base: list[dict], args: argparse.Namespace, dense: bool) -> None:
+    base = load_base(args.source)
+    base_vecs = np.load(args.vectors)
+    shutil.rmtree(args.index, ignore_errors=True)
+    ix = PaperIndex(args.index)
+    t0 = time.perf_counter()
+    stats = ix.import_jsonl(args.corpus, progress=False)
+    import_s = time.perf_counter() - t0
+    out: dict = {"import_records_per_s": stats.imported / import_s, "import_s": import_s}
+    print(f"    import {stats.imported:,} records in {import_s:.1f} s", flush=True)
+    modes = ["bm25"]
+    if not args.no_dense:
+        out["fill_s"] = fill_vectors(ix, base_vecs, args.noise)
+        print(f"    filled vectors in {out['fill_s']:.0f} s", flush=True)
+        modes.insert(0, "hybrid")
     rng = random.Random(1)
     queries = [" ".join(base[rng.randrange(len(base))]["title"].split()) for _ in range(args.queries)]
-    n_units = ix.bm25.n_units
-    filters = {k: v for k, v in FILTERS.items() if not args.filters or k in args.filters}
-    if args.profile:
-        for name, kw in filters.items():
-            print(f"  profile, filter {name} ({len(queries)} queries):", flush=True)
-            profile(ix, queries, **kw)
-        return
-    if args.recall:
-        for name, kw in filters.items():
-            print(f"  dense over-fetch recall vs exact, filter {name} ({len(queries)} queries):", flush=True)
-            dense_recall(ix, queries, args.recall, **kw)
-        return
-    print(f"  query latency over {len(queries)} title queries, k=10 (ms):")
-    print("  | mode   | filter                    | kept  | wall p50 | wall p95 | CPU p50 | CPU p95 | hits/q | load |")
-    print("  |---|---|---|---|---|---|---|---|---|")
-    modes = [m for m in ("hybrid", "bm25") if dense or m == "bm25"]
-    for mode in [m for m in modes if m in args.modes]:
-        for name, kw in filters.items():
-            mask = ix._mask(kw.get("category"), kw.get("before"))
-            kept = 1.0 if mask is None else mask.sum() / n_units
-            w50, w95, c50, c95, hits = latency(ix, queries, mode=mode, **kw)
-            print(
-                f"  | {mode:<6} | {name:<25} | {kept:5.1%} | {w50:8.1f} | {w95:8.1f} | {c50:7.1f} | {c95:7.1f} "
-                f"| {hits:6.1f} | {os.getloadavg()[0]:4.1f} |",
-                flush=True,
-            )
+    rows = []
+    for mode in modes:
+        for name, kw in FILTERS.items():
+            p50, p95 = latency(ix, queries, mode=mode, **kw)
+            rows.append({"mode": mode, "filter": name, "kept": kept_fraction(ix, kw), "p50": p50, "p95": p95})
+            load = os.getloadavg()[0]
+            print(f"    {mode:<6} {name:<26} p50 {p50:6.1f} p95 {p95:6.1f} ms  load {load:.1f}", flush=True)
+    out["rows"] = rows
+    out["disk_gb"] = sum(p.stat().st_size for p in args.index.rglob("*") if p.is_file()) / 1e9
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    ix.close()
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+# -- orchestrator ------------------------------------------------------------------------------------------------
+def embedding_rates(base: list[dict], n: int) -> dict[str, float]:
+    """CPU abstracts/s: torch as `index embed` runs it, and the ONNX Runtime encoders (all cores)."""
+    from retrieval.dense import Embedder, resolve_model
+    from retrieval.encoder import OnnxEncoder
+
+    texts = [f"{r['title']}. {r['abstract']}" for r in base[:n]]
+    out = {}
+    emb = Embedder()
+    emb.encode(texts[:8])
+    t0 = time.perf_counter()
+    emb.encode(texts)
+    out["embed_torch_abstracts_per_s"] = n / (time.perf_counter() - t0)
+    for int8 in (False, True):
+        enc = OnnxEncoder(resolve_model(None)[1], int8=int8)
+        enc.encode(texts[:8])
+        t0 = time.perf_counter()
+        enc.encode(texts)
+        out[f"embed_onnx_{'int8' if int8 else 'fp32'}_abstracts_per_s"] = n / (time.perf_counter() - t0)
+    return out
+
+
+def baseline_tree(work: Path, rev: str) -> Path:
+    dest = work / f"baseline-{rev}"
+    if not (dest / "retrieval" / "index.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "retrieval"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def run_path(kind: str, code: Path, size: int, corpus: Path, vecs: Path, args: argparse.Namespace) -> dict | None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--corpus", str(corpus), "--vectors", str(vecs)]
+    cmd += ["--index", str(args.workdir / f"n{size}" / f"index-{kind}"), "--source", str(args.source)]
+    cmd += ["--queries", str(args.queries), "--noise", str(args.noise)]
+    if kind == "old" and args.old_dense_max is not None and size > args.old_dense_max:
+        cmd.append("--no-dense")
+    env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
+    print(f"  {kind} code ({code}):", flush=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=code)
+    result = None
+    for line in proc.stdout:
+        if line.startswith("RESULT "):
+            result = json.loads(line[7:])
+        else:
+            print(line, end="", flush=True)
+    proc.wait()
+    if not args.keep:
+        shutil.rmtree(args.workdir / f"n{size}" / f"index-{kind}", ignore_errors=True)
+    return result
+
+
+def summarise(kind: str, size: int, res: dict) -> dict[str, float]:
+    rows = {(r["mode"], r["filter"]): r for r in res["rows"]}
+    p = f"{kind}_{size}_"
+    out = {p + "import_records_per_s": res["import_records_per_s"]}
+    filtered = [r for r in res["rows"] if r["mode"] == "hybrid" and r["filter"] != "none"]
+    if filtered:  # the dense side was measured
+        worst = max(filtered, key=lambda r: r["p50"])
+        out[p + "hybrid_p50_ms"] = rows[("hybrid", "none")]["p50"]
+        out[p + "hybrid_p95_ms"] = rows[("hybrid", "none")]["p95"]
+        out[p + "hybrid_filtered_p50_ms"] = worst["p50"]
+        out[p + "hybrid_filtered_p95_ms"] = worst["p95"]
+    return out | {
+        p + "bm25_p50_ms": rows[("bm25", "none")]["p50"],
+        p + "bm25_filtered_p50_ms": max(r["p50"] for r in res["rows"] if r["mode"] == "bm25"),
+        p + "disk_gb": res["disk_gb"],
+        p + "peak_rss_gb": res["peak_rss_gb"],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
+    ap.add_argument("--paths", nargs="+", default=["new", "old"], choices=["new", "old"])
+    ap.add_argument("--baseline", default=BASELINE, help="git revision of the old code path")
     ap.add_argument(
         "--source", type=Path, default=REPO.parent / "shared" / "data" / "arxiv" / "arxiv-cs-2025-2026.jsonl.gz"
     )
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "scale")
-    ap.add_argument("--embed-sample", type=int, default=256, help="real abstracts embedded to measure the rate")
-    ap.add_argument("--real-vectors", type=int, default=1024, help="real embeddings the filled vectors derive from")
+    ap.add_argument("--embed-sample", type=int, default=128, help="real abstracts embedded to measure the rate")
+    ap.add_argument("--real-vectors", type=int, default=512, help="real embeddings the filled vectors derive from")
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--dense-max", type=int, default=None, help="skip the dense side for sizes above this")
     ap.add_argument("--keep", action="store_true", help="keep the built indexes")
-    ap.add_argument("--reuse", action="store_true", help="query-only: re-measure latency on indexes kept by --keep")
-    ap.add_argument("--filters", nargs="+", default=None, help=f"only these filter names: {list(FILTERS)}")
-    ap.add_argument("--modes", nargs="+", default=["hybrid", "bm25"], choices=["hybrid", "bm25"])
-    ap.add_argument("--profile", action="store_true", help="with --reuse: per-stage timings instead of the table")
-    ap.add_argument("--recall", type=int, nargs="+", default=None, help="with --reuse: over-fetch recall at these caps")
+    ap.add_argument("--old-dense-max", type=int, default=None, help="old path: no vectors (keyword only) above this")
+    ap.add_argument("--no-dense", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--index", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    sys.path.insert(0, str(REPO))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     base = load_base(args.source)
-    print(f"base corpus: {len(base):,} real records from {args.source}")
+    print(f"base corpus: {len(base):,} real records from {args.source}; started {started}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (shared: wall is pessimistic)")
-
-    from retrieval.dense import Embedder
-
-    emb = Embedder()
-    cache = args.workdir / f"base-vectors-{args.real_vectors}.npy"
     args.workdir.mkdir(parents=True, exist_ok=True)
-    sample = [f"{r['title']}. {r['abstract']}" for r in base[: args.embed_sample]]
-    emb.encode(sample[:8])  # load + warm up
-    t0, c0 = time.perf_counter(), time.process_time()
-    emb.encode(sample)
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(
-        f"embedding rate: {len(sample) / secs:,.1f} abstracts/s wall on {emb.device} ({len(sample)} real abstracts; "
-        f"{len(sample) / cpu:,.1f} per CPU-second; load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
-    )
-    if cache.exists():
-        base_vecs = np.load(cache)
-    else:
-        texts = [f"{r['title']}. {r['abstract']}" for r in base[: args.real_vectors]]
-        base_vecs = emb.encode(texts)
-        np.save(cache, base_vecs)
+    summary: dict[str, float] = embedding_rates(base, args.embed_sample)
+    for k, v in summary.items():
+        print(f"  {k}: {v:.1f}", flush=True)
+    vecs = args.workdir / f"base-vectors-{args.real_vectors}.npy"
+    if not vecs.exists():
+        from retrieval.dense import Embedder
+
+        np.save(vecs, Embedder().encode([f"{r['title']}. {r['abstract']}" for r in base[: args.real_vectors]]))
+    code = {"new": REPO, "old": baseline_tree(args.workdir, args.baseline)}
     for size in args.sizes:
-        run_size(size, base, base_vecs, args)
+        corpus = args.workdir / f"n{size}" / "corpus.jsonl"
+        corpus.parent.mkdir(parents=True, exist_ok=True)
+        make_corpus(base, size, corpus)
+        print(f"\n== {size:,} records ==", flush=True)
+        for kind in args.paths:
+            res = run_path(kind, code[kind], size, corpus, vecs, args)
+            if res is not None:
+                summary.update(summarise(kind, size, res))
+    print(f"\n# {started}, {os.cpu_count()} cores shared with other work; load average now {os.getloadavg()[0]:.1f}")
+    for k, v in summary.items():
+        print(f"{k}: {v:.3f}" if v < 100 else f"{k}: {v:,.0f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Retrieval quality of the paper index on SciTLDR known-item search: recall@1/5/10/20 and MRR for BM25, dense, hybrid.
 
 Each SciTLDR query is a paper's one-sentence TL;DR; exactly one of the 3,229 ICLR abstracts is relevant. The corpus is
-imported through the real `PaperIndex` code path (arXiv-layout JSONL -> SQLite -> BM25 shards; embeddings -> chromadb),
+imported through the real `PaperIndex` code path (arXiv-layout JSONL -> SQLite -> tantivy; embeddings -> chromadb),
 so the figures are those of the shipped search. The fusion constant, the two weights and the BM25 title boost are
 tuned on the TRAIN queries (grid search, recall@5 then MRR); figures are reported on DEV with the defaults that
 `retrieval/index.py` ships, and the script says whether the train-optimal setting equals them.
@@ -61,8 +61,8 @@ def build(corpus: list[dict], workdir: Path, title_boost: int, *, embed: bool) -
         tmp.replace(jsonl)
     ix = PaperIndex(workdir / ("index" if embed else f"bm25-tb{title_boost}"), title_boost=title_boost)
     ix.import_jsonl(jsonl, progress=False)
-    if ix._title_boost != title_boost:  # vectors do not depend on the title boost: rebuild only the BM25 side
-        ix.rebuild_bm25(title_boost=title_boost)
+    if ix._title_boost != title_boost:  # vectors do not depend on the title boost: rebuild only the keyword side
+        ix.rebuild_keyword(title_boost=title_boost)
     if embed:
         t0 = time.perf_counter()
         n = ix.embed(progress=True)
@@ -72,7 +72,7 @@ def build(corpus: list[dict], workdir: Path, title_boost: int, *, embed: bool) -
 
 
 def rankings(ix: PaperIndex, queries: list[dict], mode: str) -> list[list[int]]:
-    """Per query, the unit rows of one side's top-DEPTH ranking (the inputs of the fusion)."""
+    """Per query, the unit ids of one side's top-DEPTH ranking (the inputs of the fusion)."""
     out = []
     for q in queries:
         rows = ix._bm25_rank(q["text"], None, DEPTH) if mode == "bm25" else ix._dense_rank(q["text"], None, DEPTH)
@@ -89,8 +89,7 @@ def metrics(ranked_ids: list[list[str]], gold: list[str]) -> dict[str, float]:
     return out
 
 
-def row_ids(ix: PaperIndex, rows: list[int]) -> list[str]:
-    uids = [int(ix.bm25.uids[r]) for r in rows]
+def row_ids(ix: PaperIndex, uids: list[int]) -> list[str]:
     info = ix.docs.unit_rows(uids)
     return [info[u][0] for u in uids if u in info]
 
@@ -100,6 +99,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "scitldr")
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "scitldr")
     ap.add_argument("--no-tune", action="store_true", help="skip the train-split grid search")
+    ap.add_argument("--encoders", action="store_true", help="also: cosine of the ONNX encoders vs torch's vectors")
     args = ap.parse_args()
     if not (args.data / "corpus.jsonl").exists():
         sys.exit(f"SciTLDR data not found under {args.data}")
@@ -131,6 +131,9 @@ def main() -> None:
                        w_dense=index_mod.W_DENSE)  # fmt: skip
         print(f"  shipped defaults: {shipped} -> {'same' if shipped == best[1] else 'DIFFERENT'}")
 
+    if args.encoders:
+        encoder_agreement(main_ix, corpus, queries["dev"])
+
     dev = queries["dev"]
     gold = [qrels[q["_id"]] for q in dev]
     print(f"\nDEV split: {len(dev)} queries, {len(corpus)} documents, shipped defaults "
@@ -144,6 +147,35 @@ def main() -> None:
         ms = (time.perf_counter() - t0) * 1000 / len(dev)
         m = metrics(ranked, gold)
         print(f"| {mode:<8} | " + " | ".join(f"{m[f'R@{k}']:6.3f}" for k in KS) + f" | {m['MRR']:6.3f} | {ms:8.1f} |")
+
+
+def encoder_agreement(ix: PaperIndex, corpus: list[dict], dev: list[dict]) -> None:
+    """Cosine between the ONNX Runtime encoders' vectors (fp32, int8) and torch's (the index's stored vectors, fp16)
+    over the whole corpus, and over the dev queries against torch run here; the gate for int8 is corpus min >= 0.99."""
+    from retrieval.dense import resolve_model
+    from retrieval.encoder import OnnxEncoder
+
+    uids = np.arange(1, len(corpus) + 1, dtype=np.int64)
+    ref = ix.vectors.rows(uids)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    info = ix.docs.unit_rows(uids.tolist())
+    texts = [f"{info[int(u)][4] or ''}. {info[int(u)][7] or ''}" for u in uids]  # what `index embed` embeds
+    qtexts = [q["text"] for q in dev]
+    qref = ix.embedder.model.encode(qtexts, batch_size=64, normalize_embeddings=True)
+    print("\nONNX encoders vs torch (cosine):")
+    for int8 in (False, True):
+        enc = OnnxEncoder(resolve_model(ix.embedding_model)[1], int8=int8)
+        t0 = time.perf_counter()
+        vecs = enc.encode(texts)
+        rate = len(texts) / (time.perf_counter() - t0)
+        cos = (vecs * ref).sum(axis=1)
+        qcos = (enc.encode(qtexts) * qref).sum(axis=1)
+        print(
+            f"  {'int8' if int8 else 'fp32'}: corpus ({len(texts)} abstracts) mean {cos.mean():.4f} min {cos.min():.4f}"
+            f" (p1 {np.percentile(cos, 1):.4f}); dev queries mean {qcos.mean():.4f} min {qcos.min():.4f}; "
+            f"bulk {rate:.1f} abstracts/s",
+            flush=True,
+        )
 
 
 def fuse_ids(a: list[str], b: list[str], k: float, wa: float, wb: float) -> list[str]:

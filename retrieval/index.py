@@ -25,8 +25,7 @@ import shutil
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from retrieval.arxiv_import import file_size, read_batches
 from retrieval.chunking import chunk_pages
 from retrieval.docstore import DocStore
 from retrieval.errors import IngestError, PaperIndexError
+from retrieval.index_models import AddReport, Hit, ImportStats, as_date, snippet
 from retrieval.keyword import KeywordIndex, KeywordUnit
 from retrieval.progress import Progress
 from retrieval.recipe import DEFAULT_EMBEDDING_MODEL, Recipe, keyword_hash, parser_version
@@ -51,66 +51,6 @@ FETCH_CAP = 4_000
 EXACT_CACHE = 4  # filters whose kept vectors stay in memory (<= 77 MB each at 384 dims)
 SYNC_ON_SEARCH_MAX = 20_000  # pending keyword units a search indexes before answering (a killed import leaves some)
 KEYWORD_COMMIT = 200_000  # units an import queues in tantivy between commits (search sees them after each)
-
-
-@dataclass
-class Hit:
-    id: str
-    title: str
-    year: int | None
-    score: float
-    snippet: str
-    page: int | None = None
-    chunk: int | None = None
-    source: str = "arxiv"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class ImportStats:
-    file: str
-    lines: int = 0  # lines read in this run
-    imported: int = 0  # new papers stored in this run
-    duplicates: int = 0  # records whose id was already in the index
-    malformed: int = 0
-    malformed_examples: list[str] = field(default_factory=list)
-    resumed_from_line: int = 0
-    already_done: bool = False
-    seconds: float = 0.0
-    bm25_seconds: float = 0.0  # the keyword side's own share (tantivy commits and merges after the last batch)
-
-    @property
-    def rate(self) -> float:
-        return self.lines / self.seconds if self.seconds else 0.0
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "rate": round(self.rate, 1)}
-
-
-@dataclass
-class AddReport:
-    added: list[str] = field(default_factory=list)  # paper ids
-    skipped: list[str] = field(default_factory=list)  # paths unchanged since they were added
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, one-line error)
-    chunks: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _as_date(before: str | date | datetime | None) -> int | None:
-    if before is None or before == "":
-        return None
-    if isinstance(before, datetime):
-        before = before.date()
-    if isinstance(before, date):
-        return int(before.strftime("%Y%m%d"))
-    try:
-        return int(date.fromisoformat(str(before)[:10]).strftime("%Y%m%d"))
-    except ValueError as exc:
-        raise PaperIndexError(f"bad --before date {before!r}: expected YYYY-MM-DD") from exc
 
 
 def _unit(uid: int, rec) -> KeywordUnit:
@@ -298,7 +238,6 @@ class PaperIndex:
                     self.keyword.commit()
                     queued = 0
                 bar.update(batch.raw_pos, count=batch.lines)
-            self._refuse_if_nothing_parses(path, source, stats, ck, at_end=True)
             self.docs.finish_import(source, state)
         finally:
             bar.close()
@@ -322,20 +261,17 @@ class PaperIndex:
                 "- replace the file and rerun the import to finish"
             ) from exc
 
-    def _refuse_if_nothing_parses(
-        self, path: Path, source: str, stats: ImportStats, ck: dict | None, *, at_end: bool = False
-    ) -> None:
-        """A binary file, a PDF or some other format read as JSONL: refuse it (and forget it) instead of 'importing'
-        it. Judged on the first batch of a fresh import, and again at its end."""
+    def _refuse_if_nothing_parses(self, path: Path, source: str, stats: ImportStats, ck: dict | None) -> None:
+        """A binary file, a PDF or another format read as JSONL: refuse it (and forget it) instead of 'importing' it.
+        Judged after each batch of a fresh import, so a first batch without one record stops it."""
         if ck is not None or stats.imported or stats.duplicates or not stats.malformed:
             return
-        if at_end or stats.lines > 0:
-            self.docs.drop_checkpoint(source)
-            example = stats.malformed_examples[0] if stats.malformed_examples else ""
-            raise PaperIndexError(
-                f"cannot import {path}: not one line is an arXiv metadata record ({stats.malformed:,} malformed lines, "
-                f"first: {example}); expected JSON lines in the arXiv snapshot layout (.jsonl or .jsonl.gz)"
-            )
+        self.docs.drop_checkpoint(source)
+        example = stats.malformed_examples[0] if stats.malformed_examples else ""
+        raise PaperIndexError(
+            f"cannot import {path}: not one line is an arXiv metadata record ({stats.malformed:,} malformed lines, "
+            f"first: {example}); expected JSON lines in the arXiv snapshot layout (.jsonl or .jsonl.gz)"
+        )
 
     def _sync_keyword(self, *, progress: bool = False) -> int:
         """Index in tantivy every live unit of the doc store it lacks (after an add, a killed run, new settings)."""
@@ -533,7 +469,7 @@ class PaperIndex:
     # -- search ------------------------------------------------------------------------------------------------
     def _filter(self, category: str | None, before: str | date | None):
         """(tantivy filter query or None, filter cache key, units it keeps)."""
-        cutoff = _as_date(before)
+        cutoff = as_date(before)
         filt = self.keyword.filter_query(category or None, cutoff)
         key = (category or None, cutoff, self.keyword.generation)
         if filt is None:
@@ -683,7 +619,7 @@ class PaperIndex:
         # Look units up in windows: the top ranks nearly always give the k papers, so reading all ~200 fused units'
         # texts from SQLite is wasted work. A later window is read only when chunks of one paper fill the first.
         info: dict[int, tuple] = {}
-        step = max(4 * k, 40)
+        step = max(2 * k, 20)
         for i, (uid, score) in enumerate(ranked):
             if i % step == 0:
                 info = self.docs.unit_rows([u for u, _ in ranked[i : i + step]])
@@ -700,7 +636,7 @@ class PaperIndex:
                     title=title or "",
                     year=year or None,
                     score=round(float(score), 6),
-                    snippet=self._snippet(body or "", terms),
+                    snippet=snippet(body or "", terms, self.keyword.terms),
                     page=page,
                     chunk=chunk,
                     source=source,
@@ -709,20 +645,6 @@ class PaperIndex:
             if len(hits) >= k:
                 break
         return hits
-
-    def _snippet(self, text: str, terms: set[str], width: int = 300) -> str:
-        """The sentence (and its neighbours, up to `width` chars) with the most query terms."""
-        sentences = re.split(r"(?<=[.!?])\s+", text)
-        if not sentences:
-            return ""
-        terms_of = self.keyword.terms
-        best = max(range(len(sentences)), key=lambda i: (len(terms & set(terms_of(sentences[i]))), -i))
-        out = sentences[best]
-        j = best + 1
-        while j < len(sentences) and len(out) + len(sentences[j]) < width:
-            out += " " + sentences[j]
-            j += 1
-        return out if len(out) <= width else out[: width - 1].rsplit(" ", 1)[0] + "…"
 
     # -- lookups -----------------------------------------------------------------------------------------------
     def get_text(self, paper_id: str) -> str | None:
