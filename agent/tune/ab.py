@@ -32,45 +32,23 @@ class ABResult:
         )
 
 
-def run_ab(
-    target: str | Path | TuneTarget,
-    opts: TuneOptions,
-    *,
-    tune_dir: Path | None = None,
-    log: Callable[[str], None] = print,
-    model: Any = None,
-    index: Any = None,
-    eval_seeds: int | None = None,
-) -> ABResult:
-    """The controlled experiment: the same tune with and without the paper index, identical budget, seeds and
-    sampler seed; each arm's final incumbent is then re-measured on the same fresh seeds and the difference of means
-    is reported with a Welch confidence interval."""
+def _ab_dir(spec: TuneTarget, tune_dir: Path | None) -> Path:
     from agent.paths import runs_dir
 
-    if opts.proposer == "optuna":
-        raise TuneError("--ab compares paper access for an LLM proposer: use --proposer llm or hybrid")
-    if index is None:
-        raise TuneError("--ab needs a paper index for the papers arm (build one with `replicate index import`)")
-    spec = target if isinstance(target, TuneTarget) else load_target(target, overrides=opts.overrides)
-    root = (
-        Path(tune_dir)
-        if tune_dir
-        else default_tune_dir(spec, runs_dir()).with_name(
-            default_tune_dir(spec, runs_dir()).name.replace("tune-", "tune-ab-", 1)
-        )
-    )
-    results, tuners = {}, {}
-    for arm, papers in (("papers", True), ("no-papers", False)):
-        log(f"[tune] A/B arm {arm}")
-        arm_opts = replace(opts, papers=papers, study_name=f"{opts.study_name or spec.name}-{arm}")
-        tuners[arm] = Tuner(spec, arm_opts, root / arm, log=log, model=model, index=index if papers else None)
-        results[arm] = tuners[arm].run()
-    seeds = list(range(1000, 1000 + (eval_seeds or max(3, opts.baseline_seeds))))
-    values = {arm: tuners[arm].evaluate_incumbent(seeds) for arm in tuners}
-    a, b = values["papers"], values["no-papers"]
-    if spec.metric.direction == "min":
-        a, b = [-v for v in a], [-v for v in b]  # report "papers better by" as a positive number either way
-    diff = diff_ci(a, b, opts.confidence)
+    if tune_dir:
+        return Path(tune_dir)
+    default = default_tune_dir(spec, runs_dir())
+    return default.with_name(default.name.replace("tune-", "tune-ab-", 1))
+
+
+def _ab_markdown(
+    spec: TuneTarget,
+    opts: TuneOptions,
+    results: dict[str, TuneResult],
+    values: dict[str, list[float]],
+    seeds: list[int],
+    diff: Difference,
+) -> str:
     lines = [
         f"## A/B: paper access in `replicate tune {spec.name}`",
         "",
@@ -91,12 +69,44 @@ def run_ab(
         f"Papers arm better by {diff.describe()} ({spec.metric.name}, {spec.metric.direction}imized).",
         "Positive = the papers arm's incumbent is better; a CI that spans 0 means no detectable difference.",
     ]
-    root.mkdir(parents=True, exist_ok=True)
-    report = atomic.write_text(root / "ab.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def run_ab(
+    target: str | Path | TuneTarget,
+    opts: TuneOptions,
+    *,
+    tune_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    model: Any = None,
+    index: Any = None,
+    eval_seeds: int | None = None,
+) -> ABResult:
+    """The controlled experiment: the same tune with and without the paper index, identical budget, seeds and
+    sampler seed; each arm's final incumbent is then re-measured on the same fresh seeds and the difference of means
+    is reported with a Welch confidence interval."""
+    if opts.proposer == "optuna":
+        raise TuneError("--ab compares paper access for an LLM proposer: use --proposer llm or hybrid")
+    if index is None:
+        raise TuneError("--ab needs a paper index for the papers arm (build one with `replicate index import`)")
+    spec = target if isinstance(target, TuneTarget) else load_target(target, overrides=opts.overrides)
+    root = _ab_dir(spec, tune_dir)
+    results, tuners = {}, {}
+    for arm, papers in (("papers", True), ("no-papers", False)):
+        log(f"[tune] A/B arm {arm}")
+        arm_opts = replace(opts, papers=papers, study_name=f"{opts.study_name or spec.name}-{arm}")
+        tuners[arm] = Tuner(spec, arm_opts, root / arm, log=log, model=model, index=index if papers else None)
+        results[arm] = tuners[arm].run()
+    seeds = list(range(1000, 1000 + (eval_seeds or max(3, opts.baseline_seeds))))
+    values = {arm: tuners[arm].evaluate_incumbent(seeds) for arm in tuners}
+    a, b = values["papers"], values["no-papers"]
+    if spec.metric.direction == "min":
+        a, b = [-v for v in a], [-v for v in b]  # report "papers better by" as a positive number either way
+    diff = diff_ci(a, b, opts.confidence)
+    report = atomic.write_text(root / "ab.md", _ab_markdown(spec, opts, results, values, seeds, diff))
     arms = {k: str(v.tune_dir) for k, v in results.items()}
-    atomic.write_json(
-        root / "ab.json", {"eval_seeds": seeds, "values": values, "difference": asdict(diff), "arms": arms}
-    )
+    summary = {"eval_seeds": seeds, "values": values, "difference": asdict(diff), "arms": arms}
+    atomic.write_json(root / "ab.json", summary)
     return ABResult(
         tune_dir=root,
         papers=results["papers"],

@@ -154,15 +154,8 @@ def incumbent_path(rows: list[TrialRow]) -> list[tuple[int, float]]:
     return path
 
 
-def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str, title: str = "") -> Path:
-    """Metric vs trial: every seed as a faint dot, trial means coloured by verdict, the incumbent as a step line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker
-
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+def _plot_measured(ax: Any, rows: list[TrialRow]) -> None:
+    """Trial means by verdict (each seed as a faint dot) and the incumbent's re-checks."""
     colours = {"baseline": "#1f77b4", "keep": "#2ca02c", "discard": "#d62728"}
     for verdict, colour in colours.items():
         sel = [r for r in rows if r.verdict == verdict and math.isfinite(r.metric_mean)]
@@ -177,7 +170,6 @@ def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str
             )
             for r in sel:
                 ax.scatter([r.trial] * len(r.values), r.values, c=colour, s=8, alpha=0.35, zorder=2)
-    finite = [r.metric_mean for r in rows if math.isfinite(r.metric_mean)]
     rechecks = [r for r in rows if r.verdict == "recheck" and math.isfinite(r.metric_mean)]
     if rechecks:
         ax.scatter(
@@ -189,6 +181,11 @@ def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str
             zorder=3,
             label=f"incumbent re-checked ({len(rechecks)})",
         )
+
+
+def _plot_unmeasured(ax: Any, rows: list[TrialRow], direction: str) -> None:
+    """Crashed and rejected trials as crosses at the worst measured value."""
+    finite = [r.metric_mean for r in rows if math.isfinite(r.metric_mean)]
     failed = [r for r in rows if r.verdict in ("crash", "rejected")]
     if failed and finite:
         y = max(finite) if direction == "min" else min(finite)
@@ -201,6 +198,19 @@ def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str
             zorder=3,
             label=f"crash/rejected ({len(failed)})",
         )
+
+
+def plot_metric(rows: list[TrialRow], path: Path, *, metric: str, direction: str, title: str = "") -> Path:
+    """Metric vs trial: every seed as a faint dot, trial means coloured by verdict, the incumbent as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    _plot_measured(ax, rows)
+    _plot_unmeasured(ax, rows, direction)
     inc = [(t, v) for t, v in incumbent_path(rows) if math.isfinite(v)]
     if inc:
         ax.step([t for t, _ in inc], [v for _, v in inc], where="post", c="black", lw=1.2, label="incumbent")

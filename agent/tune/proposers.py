@@ -254,10 +254,22 @@ class LLMProposer:
         return ("\n".join(blocks) or "(no hits)"), seen
 
     def propose(self, state: TuneState) -> Proposal:
-        from agent.hypotheses.citations import check_citation
+        papers, titles = self._papers(state)
+        reply = self._ask(state, papers)
+        return Proposal(
+            source="llm",
+            summary=reply.summary,
+            rationale=reply.rationale,
+            config=dict(reply.config),
+            edits=list(reply.edits),
+            new_knobs=dict(reply.new_knobs),
+            citations=[self._citation(c, titles) for c in reply.citations],
+        )
+
+    def _ask(self, state: TuneState, papers: str) -> LLMProposal:
+        """One proposal from the LLM; a code edit whose search text is not unique is sent back for a retry."""
         from agent.llm.seam import structured_call
 
-        papers, titles = self._papers(state)
         knobs = "\n".join(
             f"- {n}: {k.describe()}; incumbent {state.incumbent_config.get(n, '(script default)')}"
             for n, k in state.knobs.items()
@@ -276,7 +288,7 @@ class LLMProposer:
             if self.hybrid
             else ""
         )
-        reply = structured_call(
+        return structured_call(
             self.model,
             "tune_propose",
             prompts.TUNE_PROPOSE,
@@ -296,26 +308,20 @@ class LLMProposer:
             check=applicable,
             metadata={"trial": state.trial_number},
         )
-        citations = []
-        for c in reply.citations:
-            if self.index is None:
-                ok, why = False, "no paper index in this run"
-            else:
-                check = check_citation(self.index, c.paper_id, c.quote)
-                ok, why = check.ok, check.reason
-            title = titles.get(c.paper_id) or (
-                (self.index.get_meta(c.paper_id) or {}).get("title", "") if self.index else ""
-            )
-            citations.append(CitationRecord(paper_id=c.paper_id, quote=c.quote, verified=ok, title=title or why))
-        return Proposal(
-            source="llm",
-            summary=reply.summary,
-            rationale=reply.rationale,
-            config=dict(reply.config),
-            edits=list(reply.edits),
-            new_knobs=dict(reply.new_knobs),
-            citations=citations,
+
+    def _citation(self, c: Citation, titles: dict[str, str]) -> CitationRecord:
+        """A cited paper, checked against the index (agent.hypotheses.citations): verified if the quote is there."""
+        from agent.hypotheses.citations import check_citation
+
+        if self.index is None:
+            ok, why = False, "no paper index in this run"
+        else:
+            check = check_citation(self.index, c.paper_id, c.quote)
+            ok, why = check.ok, check.reason
+        title = titles.get(c.paper_id) or (
+            (self.index.get_meta(c.paper_id) or {}).get("title", "") if self.index else ""
         )
+        return CitationRecord(paper_id=c.paper_id, quote=c.quote, verified=ok, title=title or why)
 
     def observe(self, proposal: Proposal | None, row: TrialRow, knobs: dict[str, Knob]) -> None:
         """The LLM reads the ledger each time; nothing to remember."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.hypotheses import checklist
 from agent.hypotheses.ablations import ablation_configs, ablation_plan, queue_ablations
 from agent.hypotheses.checklist import run_checklist
 from agent.hypotheses.config_keys import canonical, same_value
@@ -273,3 +274,18 @@ def test_flat_run_list_is_split_by_target_config(tmp_path: Path):
     assert [v.verdict for v in verdicts] == ["replicated", "replicated"]
     hyps = by_id(run_checklist(paper_with(claims=[c1, c10]), spec, verdicts, runs))
     assert "setup-C" not in hyps, hyps.get("setup-C")
+
+
+def test_a_crashing_check_raises_with_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A check that raises is our bug: it propagates (the graph keeps its checkpoint), never becomes a finding."""
+
+    def broken_check(paper, spec, verdicts, runs):
+        raise KeyError("a bug of ours")
+
+    monkeypatch.setattr(checklist, "CHECKS", (checklist.CHECKS[0], broken_check, *checklist.CHECKS[1:]))
+    runs = [run(tmp_path, seed=0, accuracy=0.70)]
+    with pytest.raises(KeyError, match="a bug of ours") as caught:
+        run_checklist(None, None, compare([target()], runs), runs)
+    assert caught.traceback[-1].name == "broken_check"
+    with pytest.raises(KeyError):  # the LLM path runs the same checklist first
+        propose_hypotheses(None, None, None, compare([target()], runs), runs, None, log_dir=None)

@@ -68,6 +68,8 @@ def check_ledger_consistent(tune_dir: Path) -> Ledger:
     assert list(tsv["verdict"]) == [r.verdict for r in ledger.rows]
     assert ledger.rows[0].verdict == "baseline"
     incumbent = ledger.rows[0].metric_mean
+    # The checks below hold for measured trials; a ledger without one would pass them all vacuously.
+    assert any(row.verdict in ("keep", "discard") for row in ledger.rows[1:]), [r.verdict for r in ledger.rows]
     for row in ledger.rows[1:]:
         if row.verdict in ("keep", "discard"):
             assert row.values and row.metric_mean == pytest.approx(sum(row.values) / len(row.values))
