@@ -18,10 +18,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from mlexp.summary import FINAL_MARK, KV, strip_timestamp
 
 INTEGRITY_FILE = "diagnostics/metrics_integrity.json"
+MetricsSource = Literal["final block", "metrics.json (written by the script)", "none"]
 RECOMPUTABLE = {
     "accuracy": "classification",
     "acc": "classification",
@@ -41,7 +43,7 @@ class MetricsReading:
     metrics: dict[str, float] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)  # non-finite / non-numeric values, as printed
     problems: list[str] = field(default_factory=list)
-    source: str = "none"  # "final block" | "metrics.json (written by the script)" | "none"
+    source: MetricsSource = "none"
 
 
 def final_blocks(lines: list[str]) -> list[dict[str, str]]:

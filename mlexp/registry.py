@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from filelock import FileLock, Timeout
@@ -205,7 +205,10 @@ def find_run(root: str | Path, prefix: str) -> RunRecord:
 
 
 # -- runs.yaml stability log -------------------------------------------------------------------------------------
-def stability_status(record: RunRecord) -> tuple[str, str]:
+StabilityStatus = Literal["stable", "unstable", "investigating"]
+
+
+def stability_status(record: RunRecord) -> tuple[StabilityStatus, str]:
     """Automatic status and note: failed → unstable, check problems → investigating, clean → stable."""
     if record.status == "failed":
         return "unstable", f"{record.exit_reason}: {(record.error or '').splitlines()[0][:200] if record.error else ''}"

@@ -84,6 +84,21 @@ class Attack:
         return "\n".join(parts)
 
 
+# Shared by the write attacks: append `text` to each target, saying which writes got through.
+TRY_APPEND = """
+def try_append(targets, text, tag):
+    for target in targets:
+        try:
+            with open(target, "a") as handle:
+                handle.write(text)
+            print(tag, target, flush=True)
+        except OSError as exc:
+            print("blocked", target, type(exc).__name__, flush=True)
+    print("=== FINAL METRICS ===")
+    print("score: 1")
+"""
+
+
 def _variants(secret: str) -> list[str]:
     return [secret, secret[::-1], base64.b64encode(secret.encode()).decode()]
 
@@ -127,20 +142,11 @@ def test_reading_home_and_the_parents_environment_gets_no_secret(tmp_path: Path)
 
 def test_writes_outside_the_run_dir_fail(tmp_path: Path) -> None:
     marker = f"escape-{uuid.uuid4().hex}.txt"
-    attack = Attack(tmp_path, f"""
-        import json, os, pathlib
-        targets = ["../../../{marker}", "/tmp/{marker}", "../../registry.json", "../../../runs.yaml",
-                   str(pathlib.Path(__file__).resolve()), os.path.expanduser("~/{marker}")]
-        for target in targets:
-            try:
-                with open(target, "a") as handle:
-                    handle.write("forged")
-                print("WROTE", target, flush=True)
-            except OSError as exc:
-                print("blocked", target, type(exc).__name__, flush=True)
-        print("=== FINAL METRICS ===")
-        print("score: 1")
-    """)
+    attack = Attack(tmp_path, TRY_APPEND + textwrap.dedent(f"""
+        import os, pathlib
+        try_append(["../../../{marker}", "/tmp/{marker}", "../../registry.json", "../../../runs.yaml",
+                    str(pathlib.Path(__file__).resolve()), os.path.expanduser("~/{marker}")], "forged", "WROTE")
+    """))
     attack.run()  # a first run makes the registry exist, then the attack runs again against it
     registry_before = (attack.runs / "registry.json").read_text()
     script_before = attack.script.read_text()
@@ -320,20 +326,12 @@ def test_editing_the_harness_source_during_the_smoke_run_fails(tmp_path: Path) -
 
     target = Path(mlexp.compare.__file__)
     before = hashlib.sha256(target.read_bytes()).hexdigest()
-    attack = Attack(tmp_path, """
+    attack = Attack(tmp_path, TRY_APPEND + textwrap.dedent("""
         import pathlib
         import mlexp
         root = pathlib.Path(mlexp.__file__).parent
-        for name in ("compare.py", "guard.py", "metrics.py"):
-            try:
-                with open(root / name, "a") as handle:
-                    handle.write("\\n# tampered\\n")
-                print("TAMPERED", name, flush=True)
-            except OSError as exc:
-                print("blocked", name, type(exc).__name__, flush=True)
-        print("=== FINAL METRICS ===")
-        print("score: 1")
-    """)
+        try_append([root / name for name in ("compare.py", "guard.py", "metrics.py")], "\\n# tampered\\n", "TAMPERED")
+    """))
     record = attack.run("--smoke")
     assert record.smoke and record.status == "completed", attack.output
     assert hashlib.sha256(target.read_bytes()).hexdigest() == before
