@@ -39,6 +39,8 @@ INSTALL_HINT = (
 MASKED_ROOTS = ("/tmp", "/var/tmp", "/run", "/root", "/home", "/dev/shm")
 # Environment variables naming cache folders a run may read (models, datasets) when they exist.
 CACHE_VARS = ("HF_HOME", "TORCH_HOME", "XDG_CACHE_HOME", "HF_DATASETS_CACHE", "TRANSFORMERS_CACHE")
+# Never given back, whatever a config names: credentials and the replicate home (LLM endpoint, checkpoints).
+SECRET_DIRS = (".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".netrc", ".config/gcloud", ".replicate")
 
 
 @dataclass(frozen=True)
@@ -168,13 +170,25 @@ def _gpu_devices() -> list[str]:
     return sorted(str(p) for p in dev.glob("nvidia*")) + ([str(dev / "dri")] if (dev / "dri").is_dir() else [])
 
 
+def refused(path: Path, masks: Sequence[Path], home: Path) -> bool:
+    """A path never bound back: a hidden tree itself or one of its ancestors (it would undo the hiding), a
+    credentials folder, or the replicate home."""
+    if any(mask == path or path in mask.parents for mask in masks):
+        return True
+    secret_roots = [home / name for name in SECRET_DIRS]
+    if os.environ.get("REPLICATE_HOME"):
+        secret_roots.append(Path(os.environ["REPLICATE_HOME"]).expanduser().resolve())
+    return _under(path, secret_roots)
+
+
 def visible_paths(policy: SandboxPolicy, env: Mapping[str, str]) -> list[Path]:
     """Every path bound back read-only over the masks, outermost first (a child bind after its parent)."""
     given = [policy.code_dir, *interpreter_paths(), *cache_paths(env), *policy.read_only]
     masks = masked_roots(policy.home)
+    home = Path(policy.home).resolve()
     keep: list[Path] = []
     for path in sorted({p.resolve() for p in given}, key=lambda p: (len(p.parts), str(p))):
-        if _under(path, masks) and not _under(path, keep):
+        if _under(path, masks) and not _under(path, keep) and not refused(path, masks, home):
             keep.append(path)
     return keep
 

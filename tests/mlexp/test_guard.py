@@ -77,3 +77,17 @@ def test_a_no_sandbox_run_that_edits_a_protected_file_fails_its_check(tmp_path: 
     record = mlexp.run_script(sandboxed / "train.py", {}, runs_root=tmp_path / "runs", name="edit2",
                               protected_paths=[sandboxed / "evaluate.py"])  # fmt: skip
     assert record.status == "failed" and "Read-only file system" in (record.error or "")
+
+
+def test_a_config_naming_home_or_a_credentials_folder_does_not_unhide_it(tmp_path: Path) -> None:
+    from mlexp.sandbox import SandboxPolicy, masked_roots, visible_paths
+
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / "data").mkdir()
+    policy = SandboxPolicy(run_dir=tmp_path / "run", code_dir=tmp_path / "code", home=home,
+                           read_only=(home, home / ".ssh", Path("/"), home / "data"))  # fmt: skip
+    shown = visible_paths(policy, {})
+    assert home / "data" in shown
+    assert home not in shown and home / ".ssh" not in shown and Path("/") not in shown
+    assert home.resolve() in masked_roots(home)
