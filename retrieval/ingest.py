@@ -22,6 +22,7 @@ from retrieval.errors import IngestError
 from retrieval.models import Caption, PageText, Paper, Reference, Section, Table
 from retrieval.paper_setup import extract_setup
 from retrieval.pdf import Heading, PageData, body_font_size, collapse, find_headings, join_lines, read_pdf
+from retrieval.ruled import read_ruled
 from retrieval.tables import extract_tables, find_captions
 
 PARSER_VERSION = f"pymupdf-{pymupdf.VersionBind}/replicate-ingest-1"
@@ -167,6 +168,7 @@ def parse_pdf(path: str | Path) -> Paper:
     for heading in headings:
         stop_lines.setdefault(heading.page, []).append(heading.line)
     extracted = extract_tables(pages, stop_lines)
+    read_ruled(path, extracted)  # pymupdf's finder, for captioned tables the rebuild could not read
 
     # Running text: everything outside tables and captions.
     captions: list[Caption] = []

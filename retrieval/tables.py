@@ -84,6 +84,9 @@ class ExtractedTable:
     areas: list[tuple[int, float, float, float, float]] = field(default_factory=list)  # (page, x0, y0, x1, y1)
     header_rows: list[list[str]] = field(default_factory=list)  # the header as printed, top row first
     problem: str | None = None  # why a captioned table has no grid (see `models.Table.problem`)
+    # For a captioned table: the x-range its grid may occupy and the caption's y-range, where `retrieval.ruled`
+    # looks for a fully ruled grid to check the rebuild against.
+    search: tuple[float, float, float, float] | None = None
 
     @property
     def number(self) -> str:
@@ -484,9 +487,12 @@ def extract_tables(pages: list[PageData], stop_lines: dict[int, list[Line]] | No
                 if not hit.continued:
                     reason = "no grid of aligned cells next to the caption" if chosen else "no rows next to the caption"
                     unreadable = ExtractedTable(hit.label, hit.text, [page.number], [], [], 0, problem=reason)
+                    unreadable.search = (x0, hit.y0, x1, hit.y1)
+                    unreadable.page_height = page.height
                     _add(unreadable, False, tables, by_label)
                 continue
             table.continues = continues
+            table.search = (x0, hit.y0, x1, hit.y1)
             claimed.extend(area[1:] for area in table.areas)
             _add(table, hit.continued, tables, by_label)
         for x0, x1 in _sides(page, split):

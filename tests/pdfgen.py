@@ -512,8 +512,12 @@ def wide_table_paper(path: Path) -> Path:
 # but no dagger, dash or arrow), so the files build the same on any machine.
 
 LAYOUTS = (
-    "caption_above", "caption_below", "two_tables", "side_by_side", "rotated", "line_numbers", "plot",
+    "caption_above", "caption_below", "two_tables", "side_by_side", "rotated", "line_numbers", "plot", "ruled_text",
 )  # fmt: skip
+# A fully ruled table of text with tight cell padding: no gutter wider than a word space, rows that read as prose.
+RULED_ROWS = [("Method", "Kind", "Description"),
+              ("GatedMixer", "mixer", "mixes channels with learned gates and routes tokens"),
+              ("ResNet", "conv", "a residual convolutional network with many layers")]  # fmt: skip
 PROSE = (
     "We train every model with the same recipe and report the mean over three seeds. The numbers below are test "
     "set results; validation numbers are in the appendix. Each table lists the methods we compare, and the text "
@@ -657,6 +661,19 @@ def layout_pdf(path: Path, layout: str) -> Path:
         page.insert_text((x1 - 80, y0 + 22), "ResNet 93.0", fontname=BODY, fontsize=8)
         y = _caption(page, 72, y1 + 24, "Figure 1: Test accuracy (%) against the fraction of training data.")
         _prose(page, 72, 540, y + 8, PROSE)
+    elif layout == "ruled_text":
+        y = _caption(page, 72, y, "Table 1: Methods compared in this study.")
+        xs = [72.0]
+        for col in range(3):
+            xs.append(xs[-1] + max(_width(row[col], 9) for row in RULED_ROWS) + 4)
+        for i, row in enumerate(RULED_ROWS):
+            for col, text in enumerate(row):
+                page.insert_text((xs[col] + 2, y + i * 14 + 10), text, fontname=BODY, fontsize=9)
+        for i in range(len(RULED_ROWS) + 1):
+            page.draw_line((xs[0], y + i * 14), (xs[-1], y + i * 14))
+        for x in xs:
+            page.draw_line((x, y), (x, y + 14 * len(RULED_ROWS)))
+        _prose(page, 72, 540, y + 14 * len(RULED_ROWS) + 12, PROSE)
     else:
         raise ValueError(f"unknown layout {layout!r}")
     doc.save(path)

@@ -100,6 +100,15 @@ def test_two_numbers_per_cell_give_two_claims(papers):
     assert all(not (c.column or "").startswith("column ") for c in claims.values())
 
 
+def test_fully_ruled_text_table_read_by_the_finder(papers):
+    """Tight padding hides the gutters and the rows read as prose: the rebuild gets one row, pymupdf's finder the
+    grid (cells read with get_textbox)."""
+    table = _only(papers["ruled_text"], "Table 1")
+    assert table.header == list(pdfgen.RULED_ROWS[0])
+    assert table.rows == [list(row) for row in pdfgen.RULED_ROWS[1:]]
+    assert table.problem is None
+
+
 def test_generated_layouts_build_offline(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown layout"):
         pdfgen.layout_pdf(tmp_path / "x.pdf", "no-such-layout")
