@@ -1,9 +1,10 @@
-# Set-up is part of every target: a fresh clone needs only `make run PAPER=...` or `make test`.
+# Set-up is part of every target: a fresh clone needs only `make run` (PAPER defaults to the paper in examples/) or `make test`.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-PAPER ?= ../shared/papers/fashion-mnist-xiao2017.pdf
+# The paper shipped in examples/ (MIT), so `make run` works on a fresh clone.
+PAPER ?= examples/fashion-mnist-xiao2017.pdf
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint bench

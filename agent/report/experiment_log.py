@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.hypotheses.model import Hypothesis
-from agent.report.cells import gap, measured, relative_link, reported
+from agent.report.context import gap, measured, relative_link, reported
 from agent.runs import Runs, run_list
 from mlexp import atomic
 from mlexp.compare import Verdict, summary_line, worst_first

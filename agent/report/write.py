@@ -3,9 +3,9 @@
 Read top-down it answers, in order: how many of the paper's numbers were replicated (the summary line), which ones
 were not (the claims table, worst first), what the runs looked like (training curves, measured vs reported with
 error bars), why they may differ and what to try next (hypotheses, with verified citations), what was run exactly
-(spec, deviations, links into the run directories) and what it cost. The HTML (agent.report.html, a jinja2
+(spec, deviations, links into the run directories) and what it cost. The HTML (agent.report.render, a jinja2
 template) has inline CSS and its plots as base64 PNGs, so it can be mailed or archived as one file; the markdown
-(agent.report.markdown) references the same plots as PNG files. EXPERIMENT_LOG.md is agent.report.experiment_log.
+references the same plots as PNG files. EXPERIMENT_LOG.md is agent.report.experiment_log.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.hypotheses.model import Hypothesis
-from agent.report.cells import number, relative_link
-from agent.report.context import ReportContext, RunRow
-from agent.report.html import render_html
-from agent.report.markdown import render_markdown
+from agent.report.context import ReportContext, RunRow, number, relative_link
 from agent.report.plots import plot_curves, plot_measured_vs_reported
+from agent.report.render import render_html, render_markdown
 from agent.runs import Runs, run_list
 from agent.spec import Spec
 from mlexp import atomic
