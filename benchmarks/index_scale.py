@@ -178,7 +178,8 @@ def run_path(kind: str, code: Path, size: int, corpus: Path, vecs: Path, args: a
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--corpus", str(corpus), "--vectors", str(vecs)]
     cmd += ["--index", str(args.workdir / f"n{size}" / f"index-{kind}"), "--source", str(args.source)]
     cmd += ["--queries", str(args.queries), "--noise", str(args.noise)]
-    if kind == "old" and args.old_dense_max is not None and size > args.old_dense_max:
+    dense_max = args.old_dense_max if kind == "old" and args.old_dense_max is not None else args.dense_max
+    if dense_max is not None and size > dense_max:
         cmd.append("--no-dense")
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     print(f"  {kind} code ({code}):", flush=True)
@@ -228,7 +229,8 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.02)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--keep", action="store_true", help="keep the built indexes")
-    ap.add_argument("--old-dense-max", type=int, default=None, help="old path: no vectors (keyword only) above this")
+    ap.add_argument("--dense-max", type=int, default=None, help="no vectors (keyword side only) above this size")
+    ap.add_argument("--old-dense-max", type=int, default=None, help="the same, for the old path only")
     ap.add_argument("--no-dense", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)

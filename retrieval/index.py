@@ -196,9 +196,9 @@ class PaperIndex:
         """Where this index's vectors are, when they are not in the Chroma store it is opened with."""
         if not self._ever_embedded() or self._embedded_hi() > 1:
             return None
-        prefix = f"embedded_hi:{self.recipe.dense_hash}@"
+        prefix = f"embedded_hi:{self.recipe.dense_hash}"  # without "@place": written by versions before 0.2
         rows = self.docs.db.execute("SELECT key, value FROM meta WHERE key LIKE ?", (prefix + "%",)).fetchall()
-        others = [k[len(prefix) :] for k, v in rows if int(v) > 1]
+        others = [k[len(prefix) + 1 :] or "an earlier version's Chroma collection" for k, v in rows if int(v) > 1]
         return others[0] if others else None
 
     # -- import ------------------------------------------------------------------------------------------------
@@ -456,7 +456,7 @@ class PaperIndex:
     def _copy_local_vectors(self, lo: int, hi: int, key: str) -> int:
         """Upload to this Chroma store the vectors of [lo, hi) that the vector file already holds; returns how many
         units that covered (from `lo` on)."""
-        prefix = f"embedded_hi:{self.recipe.dense_hash}@"
+        prefix = f"embedded_hi:{self.recipe.dense_hash}"  # any place, and the key of versions before 0.2
         rows = self.docs.db.execute("SELECT value FROM meta WHERE key LIKE ? AND key != ?", (prefix + "%", key))
         have = max([int(v) for (v,) in rows], default=1)
         top = min(have, hi)
@@ -604,6 +604,8 @@ class PaperIndex:
         if elsewhere is None:
             return "no embeddings for this recipe yet: run `replicate index embed`"
         here = f"the Chroma server at {self.chroma_url}" if self.chroma_url else "the embedded Chroma store"
+        if elsewhere.startswith("an earlier"):
+            return f"this index's vectors are in {elsewhere}: run `replicate index embed` to copy them into {here}"
         there = "the embedded Chroma store" if elsewhere == "embedded" else f"the Chroma server at {elsewhere}"
         flag = "without --chroma-url" if elsewhere == "embedded" else f"with --chroma-url {elsewhere}"
         return (

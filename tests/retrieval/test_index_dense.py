@@ -258,3 +258,21 @@ def test_arxiv_fetch_offline_is_one_clear_error(tmp_path: Path) -> None:
     closed = f"http://127.0.0.1:{free_port()}/api/query?{{}}"  # nothing listens: like being offline
     with pytest.raises(OfflineError, match="cannot reach the arXiv API"):
         ix.fetch_arxiv("ti:mnist", 3, api_url=closed)
+
+
+def test_vectors_of_an_earlier_version_are_copied_not_embedded_again(embedded, tmp_path: Path) -> None:
+    """Before the collection was named by the index id, the vector file had the same name and its checkpoint had
+    no "@place": such an index says where its vectors are, and `embed` uploads them from the local file."""
+    path, records = embedded
+    ix_dir = tmp_path / "ix"
+    shutil.copytree(path, ix_dir, ignore=shutil.ignore_patterns("chroma"))
+    ix = PaperIndex(ix_dir)
+    h = ix.recipe.dense_hash
+    ix.docs.db.execute("DELETE FROM meta WHERE key LIKE ?", (f"embedded_hi:{h}@%",))
+    ix.docs.set_meta(f"embedded_hi:{h}", str(N + 1))
+    ix = PaperIndex(ix_dir)
+    with pytest.raises(PaperIndexError, match="earlier version"):
+        ix.search("anything", mode="dense")
+    assert ix.embed(progress=False) == N
+    rec = records[3]
+    assert ix.search(rec["abstract"].split(". ")[0], k=3, mode="dense")[0].id == rec["id"]
