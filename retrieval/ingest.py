@@ -21,6 +21,7 @@ from retrieval.claims import Sentence, Vocabulary, page_sentences, table_claims,
 from retrieval.errors import IngestError
 from retrieval.models import Caption, PageText, Paper, Reference, Section, Table
 from retrieval.paper_setup import extract_setup
+from retrieval.paper_view import paper_view_markdown
 from retrieval.pdf import Heading, PageData, body_font_size, collapse, find_headings, join_lines, read_pdf
 from retrieval.ruled import read_ruled
 from retrieval.tables import extract_tables, find_captions
@@ -334,6 +335,7 @@ def ingest_pdf(path: str | Path, papers_dir: Path) -> Paper:
             table.csv_path = f"tables/{name}"
         (tmp / "paper.json").write_text(paper.model_dump_json(indent=2), encoding="utf-8")
         (tmp / "paper.md").write_text(render_markdown(paper), encoding="utf-8")
+        (tmp / "paper_view.md").write_text(paper_view_markdown(paper), encoding="utf-8")  # what the LLM reads
         os.chmod(tmp, 0o755)
         if target.exists():
             old = target.with_name(f".{paper.slug}.old-{os.getpid()}")
