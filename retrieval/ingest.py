@@ -201,8 +201,8 @@ def parse_pdf(path: str | Path) -> Paper:
     sections = _sections(pages, headings)
     abstract = next((s.text for s in sections if s.title.lower().startswith("abstract")), "")
     if not abstract:  # some templates print "Abstract" run into the first paragraph
-        match = re.search(r"\bAbstract\b[.:—–-]?\s*(.{200,3000}?)(?:\n\s*(?:1\.?\s+)?Introduction\b)", full_text, re.S)
-        abstract = collapse(match.group(1)) if match else ""
+        run_in = re.search(r"\bAbstract\b[.:—–-]?\s*(.{200,3000}?)(?:\n\s*(?:1\.?\s+)?Introduction\b)", full_text, re.S)
+        abstract = collapse(run_in.group(1)) if run_in else ""
     ref_index = next((i for i, s in enumerate(sections) if re.match(r"references|bibliography", s.title, re.I)), None)
     references = _references(
         sections[ref_index] if ref_index is not None else None,

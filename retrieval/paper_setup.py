@@ -59,9 +59,11 @@ def _split(sentence: str) -> str | None:
     if parts:
         return "; ".join(dict.fromkeys(parts))
     if re.search(r"\b(divided|split|partitioned)\s+into\b.*\b(train|test|validation)", sentence, re.IGNORECASE):
-        return collapse(re.search(r"(divided|split|partitioned)\s+into\b[^.;]*", sentence, re.IGNORECASE).group(0))
+        divided = re.search(r"(divided|split|partitioned)\s+into\b[^.;]*", sentence, re.IGNORECASE)
+        return collapse(divided.group(0)) if divided else None
     if re.search(r"(\d+\s*(/|:)\s*\d+\s*(/|:)?\s*\d*\s*(split|ratio))|\b\d+-fold cross[- ]validation", sentence, re.I):
-        return collapse(re.search(r"\d+\s*(/|:)\s*\d+[^.;,]*|\d+-fold cross[- ]validation", sentence, re.I).group(0))
+        ratio = re.search(r"\d+\s*(/|:)\s*\d+[^.;,]*|\d+-fold cross[- ]validation", sentence, re.I)
+        return collapse(ratio.group(0)) if ratio else None
     return None
 
 

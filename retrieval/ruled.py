@@ -41,9 +41,9 @@ def read_ruled(path: Path, tables: list[ExtractedTable]) -> None:
             except pymupdf.mupdf.FzErrorBase:  # a page mupdf cannot analyse: keep what the rebuild read
                 continue
             for grid in grids:
-                table = _caption_of(grid, captioned, page.rect.height)
-                if table is not None:
-                    _adopt(page, grid, table)
+                owner = _caption_of(grid, captioned, page.rect.height)
+                if owner is not None:
+                    _adopt(page, grid, owner)
     finally:
         doc.close()
 
