@@ -11,16 +11,16 @@ from __future__ import annotations
 import calendar
 import gzip
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 try:  # orjson parses a 1.5 kB abstract line ~4x faster than json; the stdlib is the fallback
     import orjson as _json
 
-    _loads = _json.loads
+    _loads: Callable[[bytes], Any] = _json.loads
     _DecodeError: tuple[type[Exception], ...] = (_json.JSONDecodeError, ValueError)
 except ImportError:  # pragma: no cover - orjson ships with chromadb
     import json as _stdjson

@@ -18,6 +18,7 @@ import os
 import queue
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
@@ -71,8 +72,8 @@ class Embedder:
     def __init__(self, model: str | None = None, device: str | None = None):
         self.name, self._source = resolve_model(model)
         self._device = device
-        self._model = None
-        self._onnx = None
+        self._model: Any = None
+        self._onnx: Any = None  # False: no ONNX encoder for this model/device
         self._query_cache: dict[str, np.ndarray] = {}  # agents repeat queries; vectors are deterministic
 
     @property
@@ -232,6 +233,7 @@ def chroma_client(path: Path, url: str | None):
     if not url:
         path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=settings)
+    unreachable: tuple[type[BaseException], ...] = (*_chroma_failures(), ValueError)  # chromadb: ValueError for some
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if not parsed.hostname:
         raise PaperIndexError(f"bad Chroma URL {url!r}: expected http://host:port")
@@ -243,7 +245,7 @@ def chroma_client(path: Path, url: str | None):
             settings=settings,
         )
         client.heartbeat()
-    except (*_chroma_failures(), ValueError) as exc:  # refused, DNS, TLS, HTTP; chromadb says ValueError for some
+    except unreachable as exc:  # refused, DNS, TLS, HTTP
         raise PaperIndexError(f"cannot reach the Chroma server at {url}: {str(exc).splitlines()[0][:120]}") from exc
     return client
 

@@ -27,6 +27,7 @@ import uuid
 import zlib
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,15 +98,15 @@ class PaperIndex:
         self.index_id = str(self.docs.get_meta("index_id"))
         self._title_boost = int(self.docs.get_meta("title_boost") or TITLE_BOOST)
         self.keyword = self._open_keyword()
-        self._embedder = None
+        self._embedder: Any = None  # retrieval.dense.Embedder, ChromaSide, VectorFile: imported on first use
         self._recipe: Recipe | None = None
-        self._chroma = None
-        self._client = None
+        self._chroma: Any = None
+        self._client: Any = None
         if chroma_url:  # a named server must be reachable now, not at the first dense query
             from retrieval.dense import chroma_client
 
             self._client = chroma_client(self.path / "chroma", chroma_url)
-        self._vectors = None
+        self._vectors: Any = None
         self._deleted: np.ndarray | None = None
         self._exact: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # filter -> (uids, their vectors)
         self._kept: dict[tuple, int] = {}  # filter -> units it keeps
@@ -180,11 +181,8 @@ class PaperIndex:
             self._vectors = VectorFile(path, self.recipe.embedding_dim)
         return self._vectors
 
-    def _location(self) -> str:
-        return self.chroma_url or "embedded"
-
-    def _embedded_key(self, location: str | None = None) -> str:
-        return f"embedded_hi:{self.recipe.dense_hash}@{location or self._location()}"
+    def _embedded_key(self) -> str:
+        return f"embedded_hi:{self.recipe.dense_hash}@{self.chroma_url or 'embedded'}"
 
     def _embedded_hi(self) -> int:
         """Units with uid < this value have vectors for the current recipe in this Chroma (embedded in uid order)."""
@@ -480,7 +478,7 @@ class PaperIndex:
             self._kept[key] = self.keyword.count(filt)
         return filt, key, self._kept[key]
 
-    def _deleted_uids(self) -> np.ndarray:
+    def _deleted_uids(self) -> np.ndarray:  # tombstoned units (replaced PDFs): Chroma still holds their vectors
         if self._deleted is None:
             self._deleted = np.array(self.docs.deleted_uids(), dtype=np.int64)
         return self._deleted
@@ -588,8 +586,7 @@ class PaperIndex:
         return self._hits(query, fused, k)
 
     def _catch_up(self) -> None:
-        """Before answering: see what another process committed, and index a few pending units here when no other
-        process is writing (a killed import leaves some)."""
+        """See what another process committed; index a few pending units (a killed import's) when none is writing."""
         pending = self.docs.max_uid() + 1 - self.keyword.covered_hi
         if pending <= 0:
             return

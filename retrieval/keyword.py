@@ -27,6 +27,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tantivy
@@ -180,7 +181,8 @@ class KeywordIndex:
     def count(self, filt: tantivy.Query | None) -> int:
         if filt is None:
             return self.n_docs
-        return int(self.searcher.search(filt, limit=1, count=True).count)
+        res: Any = self.searcher.search(filt, limit=1, count=True)  # the stubs lack SearchResult.count
+        return int(res.count)
 
     def filtered_uids(self, filt: tantivy.Query, limit: int) -> np.ndarray:
         """Every uid the filter keeps (at most `limit`), ascending."""
