@@ -182,7 +182,7 @@ def test_ingest_writes_folder_and_loads_back(tmp_path):
     paper = ingest_pdf(pdf, papers)
     folder = papers / paper.slug
     assert paper.slug == "sparse-gated-mixers-for-small-image-classifiers"  # "paper.pdf" is no name: use the title
-    assert sorted(p.name for p in folder.iterdir()) == ["paper.json", "paper.md", "tables"]
+    assert sorted(p.name for p in folder.iterdir()) == ["paper.json", "paper.md", "paper_view.md", "tables"]
     assert sorted(p.name for p in (folder / "tables").iterdir()) == ["table-1.csv", "table-2.csv", "table-3.csv"]
     csv_text = (folder / "tables" / "table-2.csv").read_text()
     assert csv_text.splitlines()[1] == "ResNet-18,93.02 ± 0.11,95.41 ± 0.08"
