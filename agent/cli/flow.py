@@ -30,7 +30,7 @@ out = Console(highlight=False, soft_wrap=True, markup=False)  # data is printed 
 
 
 class _LazyFlow:
-    """agent.graph imported on first use: langgraph costs seconds to import, and other commands do not need it."""
+    """agent.graph.flow imported on first use: langgraph costs seconds to import, and other commands do not need it."""
 
     def __getattr__(self, name: str) -> Any:
         from agent.graph import flow as graph_flow

@@ -1,6 +1,6 @@
 """CLI commands: `replicate runs list | show ID | tail ID | compare ID ID | run SCRIPT`. Thin layer over mlexp.
 
-The runs root is `agent.config.runs_dir()` (the project's runs/), unless `--root` says otherwise. Listing and lookup
+The runs root is `agent.paths.runs_dir()` (the project's runs/), unless `--root` says otherwise. Listing and lookup
 cover every registry.json up to three levels below it (a replication's runs/<ID>/experiments/ included).
 """
 

@@ -1,11 +1,14 @@
 """A scripted chat model for tests: real `BaseChatModel`, replies read from a JSON script, keyed by prompt name.
 
-Loaded through the same seam as a real model: `REPLICATE_LLM=scripted:/path/script.json`. The script maps a prompt name
-(the `task: NAME` first line of the system message, see agent.prompts.SYSTEM) to the list of replies for that prompt,
-consumed in order. A reply is a string (sent as is, so a test can script malformed output) or any other JSON value
-(sent as its JSON text).
+Loaded through the same seam as a real model: `REPLICATE_LLM=scripted:/path/script.json`. The script maps a prompt
+name (the `task: NAME` first line of the system message, see agent.llm.prompts.SYSTEM) to the list of replies for
+that prompt, consumed in order. A reply is a string (sent as is, so a test can script malformed output) or any other
+JSON value (sent as its JSON text).
 
     {"draft_spec": ["not json at all", {"paper_slug": "...", ...}], "implement_code": [{...}]}
+
+The key "*" holds the replies for every prompt the script does not name, so a script written before a prompt existed
+still drives the graph.
 
 The position in each list is persisted in `<script>.cursor.json` next to the script after every reply, so a test that
 resumes the replication in a new process gets the next reply, not the first one again. Why not langchain's fakes:
@@ -74,6 +77,8 @@ class ScriptedChatModel(BaseChatModel):
             cursor: dict[str, int] = {}
             if self.cursor_path.exists():
                 cursor = json.loads(self.cursor_path.read_text(encoding="utf-8"))
+            # "*" holds the replies for any prompt the script does not name (a prompt newer than the script).
+            name = name if name in script or "*" not in script else "*"
             position = cursor.get(name, 0)
             replies = script.get(name, [])
             if position >= len(replies):

@@ -71,13 +71,16 @@ def _md_cell(value: Any) -> str:
     return re.sub(r"\s+", " ", str(value if value is not None else "")).replace("|", "\\|")
 
 
+def _table_head(title: str, columns: list[str], align: str) -> list[str]:
+    """A section heading and the header of its pipe table; `align` has one character per column (l or r)."""
+    rule = "|".join("---:" if a == "r" else "---" for a in align)
+    return [f"## {title}", "", "| " + " | ".join(columns) + " |", f"|{rule}|"]
+
+
 def _claims(ctx: ReportContext) -> list[str]:
-    lines = [
-        "## Claims, worst first",
-        "",
-        "| Claim | In the paper | Metric | Reported | Measured (mean ± std, n) | 95% CI | Gap | p | Verdict | Why |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|---|",
-    ]
+    columns = ["Claim", "In the paper", "Metric", "Reported", "Measured (mean ± std, n)", "95% CI", "Gap", "p",
+               "Verdict", "Why"]  # fmt: skip
+    lines = _table_head("Claims, worst first", columns, "lllrrrrrll")
     for v in ctx.verdicts:
         metric = f"{v.metric} ({v.direction})"
         cells = [v.claim_id, ctx.claim_text.get(v.claim_id, ""), metric, reported(v), measured(v), ci(v),
@@ -131,13 +134,7 @@ def _spec(ctx: ReportContext) -> list[str]:
 
 
 def _runs(ctx: ReportContext) -> list[str]:
-    lines = [
-        "",
-        "## Runs",
-        "",
-        "| Run | Seed | Status | Duration | Metrics | Directory |",
-        "|---|---|---|---:|---|---|",
-    ]
+    lines = ["", *_table_head("Runs", ["Run", "Seed", "Status", "Duration", "Metrics", "Directory"], "lllrll")]
     for r in ctx.runs:
         lines.append(f"| {_md_cell(r.name)} `{r.identity}` | {r.seed} | {r.status} | {r.duration} | "
                      f"{_md_cell(r.metrics)} | [{r.link}]({r.link}/README.txt) |")  # fmt: skip

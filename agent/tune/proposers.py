@@ -7,7 +7,7 @@ a tool), or both (hybrid). Every proposer sees the same history: the ledger rows
 - `LLMProposer` asks the model for one change: knob values, code edits (search/replace on the experiment's files),
   new knobs its edit introduces, and the papers it took the idea from. With the index on, it first asks for search
   queries, runs them on the local PaperIndex and shows the hits; every citation's quote is then checked against the
-  cited paper's indexed text (agent.citations), and the ledger records which ones held.
+  cited paper's indexed text (agent.hypotheses.citations), and the ledger records which ones held.
 - `HybridProposer`: the LLM every `llm_every`-th trial (structural changes, new knobs from the literature), Optuna
   in between for the numeric knobs.
 """

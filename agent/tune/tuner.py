@@ -67,7 +67,7 @@ class TuneOptions:
     executor: str = "local"  # local or ray, checked by mlexp
     ray_address: str | None = None
     parallel: int = 1
-    llm: str | None = None  # agent.llm spec; None = REPLICATE_LLM
+    llm: str | None = None  # an LLM spec (agent.llm.seam.load_chat_model); None = REPLICATE_LLM
     index_path: Path | None = None
     llm_every: int = 3  # hybrid: the LLM proposes every n-th trial
     recheck_every: int = 0  # re-measure the incumbent on a fresh seed every n trials (0: never); catches drift

@@ -15,17 +15,7 @@ from langgraph.types import Command, interrupt
 from agent import paths
 from agent.errors import LLMOutputError
 from agent.graph.answers import HypothesesAction, HypothesesAnswer, choices
-from agent.graph.nodes.common import (
-    add_warning,
-    auto_approve,
-    chat_model,
-    load_paper,
-    log_dir,
-    progress,
-    say,
-    spec_of,
-    usage,
-)
+from agent.graph.nodes import common
 from agent.graph.state import State, replication_dir, report_dir
 from mlexp import atomic
 
@@ -47,12 +37,12 @@ def _runs_by_claim(state: State, records: list[Any]) -> dict[str, list[Any]]:
 def compare_results(state: State, config: RunnableConfig) -> Command[Literal["propose_hypotheses"]]:
     from mlexp.compare import compare, summary_line
 
-    spec = spec_of(state)
+    spec = common.spec_of(state)
     records = _records(state)
     verdicts = compare(spec.targets, _runs_by_claim(state, records))
     dumped = [v.model_dump(mode="json") for v in verdicts]
     atomic.write_json(replication_dir(state["id"]) / "verdicts.json", dumped)
-    say(f"Comparison: {summary_line(verdicts)}")
+    common.say(f"Comparison: {summary_line(verdicts)}")
     update: dict[str, Any] = {"verdicts": dumped, "stage": "compare_results"}
     guard = replication_dir(state["id"]) / "harness_guard.json"
     if guard.exists():  # tamper guard (helper E): flag any change to the harness or the data since the runs began
@@ -60,7 +50,7 @@ def compare_results(state: State, config: RunnableConfig) -> Command[Literal["pr
 
         warnings = list(state.get("warnings", []))
         for problem in check_guard(guard):
-            say(f"WARNING: {problem}", style="red")
+            common.say(f"WARNING: {problem}", style="red")
             warnings.append(f"tamper guard: {problem}")
         update["warnings"] = warnings
     return Command(goto="propose_hypotheses", update=update)
@@ -90,29 +80,29 @@ def propose_hypotheses(state: State, config: RunnableConfig) -> Command[Literal[
     from agent.hypotheses.checklist import run_checklist
     from agent.hypotheses.literature import propose_hypotheses as propose
 
-    paper, spec = load_paper(state), spec_of(state)
+    paper, spec = common.load_paper(state), common.spec_of(state)
     verdicts, records = _verdict_objects(state), _records(state)
     warnings = list(state.get("warnings", []))
-    with progress("Proposing hypotheses for the gaps (checklist, LLM, related work)"):
+    with common.progress("Proposing hypotheses for the gaps (checklist, LLM, related work)"):
         try:
-            model = chat_model(config)
+            model = common.chat_model(config)
             found = propose(
                 model, paper, spec, verdicts, records, _index_or_none(),
-                log_dir=log_dir(state), feedback=state.get("feedback") or "",
+                log_dir=common.log_dir(state), feedback=state.get("feedback") or "",
             )  # fmt: skip
         except LLMOutputError as exc:  # the LLM failed (after retries): the deterministic checklist still stands
-            warnings = add_warning(state, f"LLM hypotheses failed, checklist only: {exc}")
+            warnings = common.add_warning(state, f"LLM hypotheses failed, checklist only: {exc}")
             found = run_checklist(paper, spec, verdicts, records)
     dumped = [h.model_dump(mode="json") for h in found]
     atomic.write_json(replication_dir(state["id"]) / "hypotheses.json", dumped)
-    say(f"{len(dumped)} hypotheses proposed")
+    common.say(f"{len(dumped)} hypotheses proposed")
     return Command(
         goto="review_hypotheses",
         update={
             "hypotheses": dumped,
             "warnings": warnings,
             "feedback": "",
-            "llm_usage": usage(state),
+            "llm_usage": common.usage(state),
             "stage": "propose_hypotheses",
         },
     )
@@ -129,7 +119,7 @@ def review_payload(state: State) -> dict[str, Any]:
 
 
 def review_hypotheses(state: State, config: RunnableConfig) -> Command[Literal["write_report", "propose_hypotheses"]]:
-    if auto_approve(config):
+    if common.auto_approve(config):
         answer = HypothesesAnswer(action="approve")
     else:
         answer = HypothesesAnswer(**interrupt(review_payload(state)))
@@ -147,11 +137,11 @@ def write_report(state: State, config: RunnableConfig) -> Command[Literal["__end
     found = [Hypothesis.model_validate({**h, "approved": True}) for h in state.get("hypotheses", [])]
     out = report_dir(state["id"])
     out.mkdir(parents=True, exist_ok=True)
-    with progress("Writing the report"):
+    with common.progress("Writing the report"):
         html, md = write_report_files(
             out,
-            paper=load_paper(state),
-            spec=spec_of(state),
+            paper=common.load_paper(state),
+            spec=common.spec_of(state),
             verdicts=_verdict_objects(state),
             hypotheses=found,
             runs=_records(state),
@@ -166,5 +156,5 @@ def write_report(state: State, config: RunnableConfig) -> Command[Literal["__end
         report=html,
         key=f"{state['id']}:{len(state.get('full_runs', []))}:{state.get('spec_version', 0)}",
     )
-    say(f"Report: {html}")
+    common.say(f"Report: {html}")
     return Command(goto="__end__", update={"report": {"html": str(html), "md": str(md)}, "stage": "write_report"})
