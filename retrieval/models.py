@@ -41,7 +41,8 @@ class Table(BaseModel):
     caption: str = ""
     pages: list[int] = Field(default_factory=list)
     header: list[str] = Field(default_factory=list)  # column labels, multi-row headers joined with " / "
-    # The header as printed, one list per header row, top row first (a spanning label repeats over its columns).
+    # The header as printed, one list per header row, top row first; a spanning label appears once, at the first
+    # column it spans (`header` repeats it over each column it spans, as "super / sub").
     header_rows: list[list[str]] = Field(default_factory=list)
     rows: list[list[str]] = Field(default_factory=list)  # body rows as printed (strings), row label first
     csv_path: str | None = None  # relative to the paper folder

@@ -16,6 +16,7 @@ extraction splits numbers ("66.72" -> "6672\\n."). We rebuild tables from geomet
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from statistics import median
 
@@ -219,6 +220,25 @@ def assign_header(row: Row, columns: list[tuple[float, float]]) -> tuple[list[st
     return [" ".join(parts) for parts in cells], widened
 
 
+def _as_printed(parts: list[str], row: Row) -> list[str]:
+    """A header row as printed: a spanning label once, at the first column it spans (as LaTeX's \\multicolumn
+    holds it), where `header` repeats it over every column for "super / sub" names. Equal labels printed side by
+    side ("α=0.0  α=0.0") stay twice."""
+    printed = Counter(seg.text for seg in row.segments)
+    out = list(parts)
+    i = 0
+    while i < len(out):
+        j = i
+        while j + 1 < len(out) and out[j + 1] and out[j + 1] == out[i]:
+            j += 1
+        if out[i] and j > i:
+            keep = max(1, min(printed.get(out[i], 1), j - i + 1))
+            for k in range(i + keep, j + 1):
+                out[k] = ""
+        i = j + 1
+    return out
+
+
 def _numeric_header(rows: list[Row], index: int, gap: float) -> bool:
     """Does a row of whole numbers label the columns ("Method 1 5 10" over k-shot results, "10% 50% 100%")?
 
@@ -325,7 +345,7 @@ def build_table(rows: list[Row], label: str, caption: str, page: PageData) -> Ex
         header=header,
         rows=table_rows,
         n_cols=len(columns),
-        header_rows=[list(parts) for parts in header_parts],
+        header_rows=[_as_printed(parts, row) for parts, row in zip(header_parts, header_rows, strict=True)],
         bottom=body_rows[-1].y1,
         page_height=page.height,
         areas=[
