@@ -27,9 +27,9 @@ import torch.nn.functional as F  # noqa: N812
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # evaluate.py sits beside this file
 
-import evaluate  # noqa: E402
+import evaluate
 
-from mlexp.log import RunLogger, load_config  # noqa: E402
+from mlexp.log import RunLogger, load_config
 
 DEFAULTS: dict = {
     "data_path": None,  # tinyshakespeare input.txt; None: $TINYSHAKESPEARE_PATH or ../shared/data/tinyshakespeare
