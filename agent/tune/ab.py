@@ -6,12 +6,17 @@ import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agent.tune.stats import Difference, diff_ci
 from agent.tune.target import TuneError, TuneTarget, load_target
 from agent.tune.tuner import TuneOptions, Tuner, TuneResult, default_tune_dir
 from mlexp import atomic
+
+if TYPE_CHECKING:  # langchain and the paper index cost seconds to import; only their types are needed here
+    from langchain_core.language_models import BaseChatModel
+
+    from retrieval.index import PaperIndex
 
 
 @dataclass
@@ -78,8 +83,8 @@ def run_ab(
     *,
     tune_dir: Path | None = None,
     log: Callable[[str], None] = print,
-    model: Any = None,
-    index: Any = None,
+    model: BaseChatModel | None = None,
+    index: PaperIndex | None = None,
     eval_seeds: int | None = None,
 ) -> ABResult:
     """The controlled experiment: the same tune with and without the paper index, identical budget, seeds and

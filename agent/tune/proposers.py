@@ -18,7 +18,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 from pydantic import BaseModel, Field
@@ -30,6 +30,11 @@ from agent.tune.ledger import CitationRecord, TrialRow
 from agent.tune.target import Knob, TuneTarget
 from agent.tune.workspace import CodeEdit
 from retrieval.errors import RetrievalError
+
+if TYPE_CHECKING:  # langchain and the paper index cost seconds to import; only their types are needed here
+    from langchain_core.language_models import BaseChatModel
+
+    from retrieval.index import PaperIndex
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -119,7 +124,7 @@ def describe_changes(changes: dict[str, Any]) -> str:
 
 
 class OptunaProposer:
-    name = "optuna"
+    name: ProposerName = "optuna"
 
     def __init__(self, *, storage: str, study_name: str, direction: str, sampler: str = "tpe", seed: int = 0):
         if sampler == "cmaes":
@@ -204,14 +209,14 @@ def _experiment_text(state: TuneState) -> str:
 
 
 class LLMProposer:
-    name = "llm"
+    name: ProposerName = "llm"
 
     def __init__(
         self,
-        model: Any,
+        model: BaseChatModel,
         *,
         log_dir: Path,
-        index: Any = None,
+        index: PaperIndex | None = None,
         hybrid: bool = False,
         hits_per_query: int = 4,
         trial_time: str = "",
@@ -328,7 +333,7 @@ class LLMProposer:
 
 
 class HybridProposer:
-    name = "hybrid"
+    name: ProposerName = "hybrid"
 
     def __init__(self, optuna_proposer: OptunaProposer, llm: LLMProposer, *, llm_every: int = 3):
         self.optuna, self.llm, self.llm_every = optuna_proposer, llm, max(1, llm_every)

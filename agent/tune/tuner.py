@@ -30,7 +30,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agent.errors import AgentError
 from agent.tune.ledger import Ledger, TrialRow, seed_stats, write_report
@@ -48,6 +48,11 @@ from agent.tune.target import Knob, TuneError, TuneTarget, hash_files, load_targ
 from agent.tune.workspace import EditError, TrialTree, Workspace
 from mlexp import atomic
 from mlexp.errors import MlexpError
+
+if TYPE_CHECKING:  # langchain and the paper index cost seconds to import; only their types are needed here
+    from langchain_core.language_models import BaseChatModel
+
+    from retrieval.index import PaperIndex
 
 
 @dataclass
@@ -149,8 +154,8 @@ class Tuner:
         tune_dir: Path,
         *,
         log: Callable[[str], None] = print,
-        model: Any = None,
-        index: Any = None,
+        model: BaseChatModel | None = None,
+        index: PaperIndex | None = None,
     ):
         if opts.budget < 0 or opts.seeds < 1 or opts.baseline_seeds < 2 or opts.parallel < 1:
             raise TuneError(
@@ -172,7 +177,9 @@ class Tuner:
         self._rechecks: dict[int, list[float]] = {}  # incumbent trial -> its re-measured values
 
     # -- setup -----------------------------------------------------------------------------------------------------
-    def _make_proposer(self, model: Any, index: Any) -> Any:
+    def _make_proposer(
+        self, model: BaseChatModel | None, index: PaperIndex | None
+    ) -> OptunaProposer | LLMProposer | HybridProposer:
         opts = self.opts
         storage = opts.storage or f"sqlite:///{(self.tune_dir / 'optuna.db').resolve()}"
         study = opts.study_name or f"{self.target.name}-{self.tune_dir.name}"
@@ -617,8 +624,8 @@ def run_tune(
     *,
     tune_dir: Path | None = None,
     log: Callable[[str], None] = print,
-    model: Any = None,
-    index: Any = None,
+    model: BaseChatModel | None = None,
+    index: PaperIndex | None = None,
 ) -> TuneResult:
     """Load the target (unless given) and run one tune. Raises TuneError/TuneTargetError with one-line messages."""
     from agent.paths import runs_dir
