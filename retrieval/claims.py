@@ -156,8 +156,9 @@ def _fill_down(rows: list[list[str]], label_cols: list[int]) -> list[list[str]]:
     return filled
 
 
-def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") -> list[Claim]:
-    """Claims from one table: one per numeric cell of each result column. `context` is text that cites the table."""
+def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "", section: str = "") -> list[Claim]:
+    """Claims from one table: one per numeric cell of each result column. `context` is text that cites the table;
+    `section` is the title of the section it sits in ("5.2 Results on CIFAR-10" names the data set last)."""
     body = [r for r in table.rows if r.kind == "body"]
     if not body:
         return []
@@ -195,6 +196,9 @@ def table_claims(table: ExtractedTable, vocab: Vocabulary, context: str = "") ->
     )
     caption_dataset = vocab.find_all(table.caption)
     single_caption_dataset = caption_dataset[0][1] if len({n for _, n in caption_dataset}) == 1 else None
+    section_names = {n for _, n in vocab.find_all(section)}
+    if single_caption_dataset is None and not caption_dataset and len(section_names) == 1:
+        single_caption_dataset = section_names.pop()
     filled = _fill_down([r.cells for r in table.rows], label_cols) if label_cols else [r.cells for r in table.rows]
     claims: list[Claim] = []
     section_dataset: str | None = None

@@ -24,7 +24,7 @@ from retrieval.paper_setup import extract_setup
 from retrieval.paper_view import paper_view_markdown
 from retrieval.pdf import Heading, PageData, body_font_size, collapse, find_headings, join_lines, read_pdf
 from retrieval.ruled import read_ruled
-from retrieval.tables import extract_tables, find_captions
+from retrieval.tables import ExtractedTable, extract_tables, find_captions
 
 PARSER_VERSION = f"pymupdf-{pymupdf.VersionBind}/replicate-ingest-1"
 
@@ -146,6 +146,15 @@ def _references(section: Section | None, pages: list[PageData], heading: Heading
     return refs
 
 
+def _section_title(headings: list[Heading], table: ExtractedTable) -> str:
+    """The title of the (sub)section a table starts in: the last heading above its first piece."""
+    if not table.areas:
+        return ""
+    page, _, top, _, _ = table.areas[0]
+    above = [h for h in headings if (h.page, h.line.y0) < (page, top)]
+    return above[-1].title if above else ""
+
+
 def _slug(path: Path, title: str) -> str:
     stem = slugify(path.stem)
     if stem in GENERIC_STEMS or len(stem) < 3 or re.fullmatch(r"[\d-]+(v\d+)?", stem):
@@ -194,7 +203,8 @@ def parse_pdf(path: str | Path) -> Paper:
             citing.setdefault(f"Table {match.group(2)}", []).append(sentence.text)
     claims = []
     for table in extracted:
-        claims.extend(table_claims(table, vocab, " ".join(dict.fromkeys(citing.get(table.label, [])))))
+        context = " ".join(dict.fromkeys(citing.get(table.label, [])))
+        claims.extend(table_claims(table, vocab, context, _section_title(headings, table)))
     claims.extend(text_claims(sentences, vocab, [c.method for c in claims if c.method]))
     setup = extract_setup(sentences, vocab, claims)
 

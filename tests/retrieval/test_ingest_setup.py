@@ -107,3 +107,24 @@ def test_headings_skip_title_block_table_rows_and_run_in_titles(tmp_path: Path):
     assert paper.tables[1].header == ["Method", "Recall", "Precision"]
     recall = next(c for c in paper.claims if c.table == "Table 2" and c.method == "PaSa-7b" and c.value == 79.4)
     assert recall.column == "Recall" and recall.metric == "recall" and recall.higher_is_better is True
+
+
+def test_dataset_from_the_section_a_table_sits_in():
+    from retrieval.claims import table_claims
+    from retrieval.tables import ExtractedTable, TableRow
+
+    table = ExtractedTable(
+        label="Table 4",
+        caption="Table 4: Accuracy of each model.",
+        pages=[5],
+        header=["Model", "Accuracy"],
+        rows=[TableRow(["Mixer-S", "91.2"], 5, "Mixer-S 91.2"), TableRow(["Mixer-B", "93.4"], 5, "Mixer-B 93.4")],
+        n_cols=2,
+    )
+    vocab = Vocabulary("We evaluate on the SVHN dataset and on CIFAR-10.")
+    claims = table_claims(table, vocab, section="4.2 Results on SVHN")
+    assert [(c.method, c.value, c.dataset, c.metric) for c in claims] == [
+        ("Mixer-S", 91.2, "SVHN", "accuracy"),
+        ("Mixer-B", 93.4, "SVHN", "accuracy"),
+    ]
+    assert {c.dataset for c in table_claims(table, vocab)} == {None}  # no section, no caption name: not guessed
