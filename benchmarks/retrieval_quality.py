@@ -131,9 +131,6 @@ def main() -> None:
                        w_dense=index_mod.W_DENSE)  # fmt: skip
         print(f"  shipped defaults: {shipped} -> {'same' if shipped == best[1] else 'DIFFERENT'}")
 
-    if args.encoders:
-        encoder_agreement(main_ix, corpus, queries["dev"])
-
     dev = queries["dev"]
     gold = [qrels[q["_id"]] for q in dev]
     print(f"\nDEV split: {len(dev)} queries, {len(corpus)} documents, shipped defaults "
@@ -147,13 +144,16 @@ def main() -> None:
         ms = (time.perf_counter() - t0) * 1000 / len(dev)
         m = metrics(ranked, gold)
         print(f"| {mode:<8} | " + " | ".join(f"{m[f'R@{k}']:6.3f}" for k in KS) + f" | {m['MRR']:6.3f} | {ms:8.1f} |")
+    if args.encoders:
+        encoder_agreement(main_ix, corpus, dev)
 
 
 def encoder_agreement(ix: PaperIndex, corpus: list[dict], dev: list[dict]) -> None:
-    """Cosine between the ONNX Runtime encoders' vectors (fp32, int8) and torch's (the index's stored vectors, fp16)
-    over the whole corpus, and over the dev queries against torch run here; the gate for int8 is corpus min >= 0.99."""
+    """Cosine between the shipped ONNX Runtime query encoder's vectors (int8 unless INT8_FOR_QUERIES is off) and
+    torch's (the index's stored vectors, fp16) over the whole corpus, and over the dev queries against torch run
+    here; the gate for int8 is corpus min >= 0.99."""
     from retrieval.dense import resolve_model
-    from retrieval.encoder import OnnxEncoder
+    from retrieval.encoder import INT8_FOR_QUERIES, OnnxEncoder
 
     uids = np.arange(1, len(corpus) + 1, dtype=np.int64)
     ref = ix.vectors.rows(uids)
@@ -162,8 +162,8 @@ def encoder_agreement(ix: PaperIndex, corpus: list[dict], dev: list[dict]) -> No
     texts = [f"{info[int(u)][4] or ''}. {info[int(u)][7] or ''}" for u in uids]  # what `index embed` embeds
     qtexts = [q["text"] for q in dev]
     qref = ix.embedder.model.encode(qtexts, batch_size=64, normalize_embeddings=True)
-    print("\nONNX encoders vs torch (cosine):")
-    for int8 in (False, True):
+    print("\nONNX encoder vs torch (cosine):", flush=True)
+    for int8 in (INT8_FOR_QUERIES,):
         enc = OnnxEncoder(resolve_model(ix.embedding_model)[1], int8=int8)
         t0 = time.perf_counter()
         vecs = enc.encode(texts)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from retrieval.arxiv_import import Record
+from retrieval.errors import PaperIndexError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS papers (
@@ -98,9 +99,14 @@ class DocStore:
             self.db.executemany("INSERT INTO units(paper_id) VALUES (?)", [(r.id,) for r in new])
             self._save_checkpoint(source, state)
             self.db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if self.db.in_transaction:  # a failed COMMIT (disk full) may already have ended the transaction
                 self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):  # disk full, read-only folder, locked database
+                raise PaperIndexError(
+                    f"cannot write {self.path}: {exc}; nothing of this batch was stored - fix that, then rerun the "
+                    "import (it resumes at the last stored batch)"
+                ) from exc
             raise
         return new, dupes, int(first)
 

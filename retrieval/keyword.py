@@ -252,7 +252,13 @@ class KeywordIndex:
         if self._writer is None:
             return
         if self._dirty:
-            self._writer.commit()
+            try:
+                self._writer.commit()
+            except (OSError, ValueError) as exc:  # tantivy reports I/O failures (disk full) as ValueError
+                raise PaperIndexError(
+                    f"cannot write the keyword index at {self.folder}: {exc}; free some disk space and rerun the "
+                    "command (an import resumes where it stopped)"
+                ) from exc
             self._dirty = False
         if final:
             self._writer.wait_merging_threads()

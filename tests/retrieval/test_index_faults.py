@@ -130,3 +130,33 @@ def test_search_while_keyword_indexing_is_pending_says_so(arxiv_jsonl: Path, tmp
     assert "index import" in str(ix.incomplete())
     other.close()
     assert ix.search("quokka okapi", mode="bm25")[0].id == "2599.00001"  # writer free: caught up at once
+
+
+def test_disk_full_during_import_is_one_line_and_resumable(
+    arxiv_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's 'disk full' inside a batch's transaction (injected: this machine cannot mount a small tmpfs for
+    every user): one line, the batch rolled back, the earlier batches kept, and the rerun finishes the file."""
+    import sqlite3
+
+    from retrieval.docstore import DocStore
+
+    src = tmp_path / "s.jsonl"
+    src.write_bytes(gz_lines(arxiv_jsonl, 120))
+    real = DocStore._save_checkpoint
+    calls = [0]
+
+    def full_on_third(self, source, state):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, source, state)
+
+    monkeypatch.setattr(DocStore, "_save_checkpoint", full_on_third)
+    ix = PaperIndex(tmp_path / "ix")
+    with pytest.raises(PaperIndexError, match="cannot write .*docs.sqlite: database or disk is full"):
+        ix.import_jsonl(src, progress=False, batch_size=40)
+    assert len(ix) == 80 == ix.keyword.n_docs  # two batches stored and keyword-indexed, the third rolled back
+    monkeypatch.setattr(DocStore, "_save_checkpoint", real)
+    stats = ix.import_jsonl(src, progress=False, batch_size=40)
+    assert stats.resumed_from_line == 80 and len(ix) == 120 == ix.keyword.n_docs
