@@ -4,7 +4,7 @@
   openai:MODEL                      OpenAI (OPENAI_API_KEY; OPENAI_BASE_URL for any OpenAI-compatible server)
   openrouter:MODEL                  OpenRouter (OPENROUTER_API_KEY)
   vllm:MODEL@http://host:port/v1    a vLLM (or any OpenAI-compatible) server, no key needed
-  scripted:/path/to/script.json     the scripted test model (agent.scripted)
+  scripted:/path/to/script.json     the scripted test model (agent.llm.scripted)
 
 `structured_call` never hands back None: it parses the JSON object out of the reply text itself (no reliance on
 tool-calling or `with_structured_output`), validates it with pydantic plus an optional domain check, and on failure
@@ -18,21 +18,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
 
 from agent import paths
-from agent.errors import AgentError, LLMNotConfiguredError, LLMOutputError
-from agent.llm import prompts
+from agent.errors import LLMNotConfiguredError, LLMOutputError
+from agent.llm import budget, endpoint, prompts
 from mlexp import atomic
 
 M = TypeVar("M", bound=BaseModel)
@@ -55,8 +52,9 @@ PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-class LLMCallError(AgentError):
-    """The endpoint could not be reached or refused the call (dead server, bad key, quota)."""
+# Where the endpoint errors live (one call, bounded and retried); re-exported here, where callers look for them.
+LLMCallError = endpoint.LLMCallError
+LLMRefusedError = endpoint.LLMRefusedError
 
 
 def endpoint_file() -> Path:
@@ -96,8 +94,10 @@ def load_chat_model(spec: str | None = None) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     def sampling(model: str) -> dict[str, Any]:
-        # Reasoning models reject a temperature; for the others 0 makes drafts repeatable.
-        return {} if model.split("/")[-1].startswith(("o1", "o3", "o4", "gpt-5")) else {"temperature": 0}
+        # Reasoning models reject a temperature; for the others 0 makes drafts repeatable. Timeouts always, and no
+        # hidden retries inside the client: agent.llm.endpoint retries what can be retried, boundedly, and says so.
+        fixed: dict[str, Any] = {"timeout": endpoint.http_timeout(), "max_retries": 0, "stream_usage": True}
+        return fixed if model.split("/")[-1].startswith(("o1", "o3", "o4", "gpt-5")) else {**fixed, "temperature": 0}
 
     if kind == "openai":
         if not os.environ.get("OPENAI_API_KEY"):
@@ -214,14 +214,22 @@ def usage_summary(log_dir: Path | None) -> dict[str, Any]:
 
 
 def first_messages(
-    prompt_name: str, template: str, variables: dict[str, Any], schema: type[BaseModel]
+    prompt_name: str, template: str, variables: dict[str, Any], schema: type[BaseModel], *, note: str = ""
 ) -> list[BaseMessage]:
-    """The system line naming the task, and the rendered prompt with the JSON schema the reply must match."""
+    """The system line naming the task, and the rendered prompt with the JSON schema the reply must match.
+
+    `note` (agent.llm.budget) says what was left out to fit the model's window and how to ask for it.
+    """
     user = prompts.render(template, variables)
     schema_text = json.dumps(schema.model_json_schema(), separators=(",", ":"))
     return [
         SystemMessage(prompts.render(prompts.SYSTEM, {"prompt_name": prompt_name})),
-        HumanMessage(user + "\n\n" + prompts.render(prompts.JSON_INSTRUCTIONS, {"schema": schema_text})),
+        HumanMessage(
+            user
+            + (f"\n\n{note}" if note else "")
+            + "\n\n"
+            + prompts.render(prompts.JSON_INSTRUCTIONS, {"schema": schema_text})
+        ),
     ]
 
 
@@ -238,18 +246,25 @@ def parse_reply(raw: str, schema: type[M], check: Callable[[M], None] | None) ->
     return value, ""
 
 
-def _attempt_meta(reply: BaseMessage, name: str, started: float, error: str, valid: bool) -> dict[str, Any]:
-    """What the log file of one attempt records about it: validity, tokens, cost, latency."""
-    usage = getattr(reply, "usage_metadata", None) or {}
-    n_in, n_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+def _attempt_meta(reply: endpoint.Reply | None, name: str, fitted: budget.Fitted, error: str) -> dict[str, Any]:
+    """What the log file of one attempt records: validity, endpoint, finish reason, tokens, window, cost, latency."""
+    n_in = (reply.input_tokens if reply else None) or fitted.prompt_tokens
+    n_out = (reply.output_tokens if reply else None) or 0
     return {
-        "valid": "yes" if valid else "no",
+        "valid": "no" if error else "yes",
         "error": error or "-",
+        "endpoint": reply.endpoint if reply else "-",
+        "finish_reason": reply.finish_reason if reply else "(no reply)",
         "input_tokens": n_in,
         "output_tokens": n_out,
-        "tokens_estimated": bool(getattr(reply, "response_metadata", {}).get("estimated_tokens")),
-        "cost_usd": cost_usd(name, n_in, n_out),
-        "latency_s": round(time.monotonic() - started, 3),
+        "tokens_estimated": reply.estimated_tokens if reply else True,
+        "prompt_tokens_counted": fitted.prompt_tokens,
+        "token_count": fitted.counter.method,
+        "max_tokens": fitted.max_tokens,
+        "window": f"{fitted.window.tokens} ({fitted.window.source})",
+        "left_out": "; ".join(fitted.omitted) or "-",
+        "cost_usd": cost_usd(name, int(n_in), int(n_out)),
+        "latency_s": reply.latency_s if reply else 0.0,
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -266,34 +281,141 @@ def structured_call(
     check: Callable[[M], None] | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> M:
-    """Render, call, parse, validate (and `check`, which raises ValueError to reject), retry with the error shown.
+    """Fit, call, parse, validate (and `check`, which raises ValueError to reject), retry with the error shown.
 
-    Returns a validated `schema` instance. Raises LLMOutputError after `retries` retries, LLMCallError when the
-    endpoint fails, PromptError when the variables do not match the template (our bug).
+    `variables` may hold agent.llm.budget Fittables (the paper view, the ledger): the prompt is cut to the model's
+    window before any call. Returns a validated `schema` instance. Raises LLMOutputError after `retries` retries,
+    LLMRefusedError (an LLMOutputError) for a deterministic refusal (the prompt cannot fit, a 4xx), LLMCallError
+    when the endpoint keeps failing, PromptError when the variables do not match the template (our bug).
     """
-    messages = first_messages(prompt_name, template, variables, schema)
-    name = model_name(model)
-    error = ""
-    for attempt in range(1, retries + 2):
-        started = time.monotonic()
+    call = _Call(model, prompt_name, template, variables, schema, log_dir, metadata or {}, retries)
+    return call.run(check)
+
+
+def _excerpt(raw: str, limit: int = 600) -> str:
+    """The start of a rejected reply, shown back to the model: a retry never resends a whole junk reply."""
+    raw = raw.strip()
+    return raw if len(raw) <= limit else f"{raw[:limit]}\n[... {len(raw) - limit:,} more characters not repeated]"
+
+
+def requested_parts(raw: str) -> list[str]:
+    """The section titles / claim ids a reply asks for with {"need": [...]}, or []."""
+    try:
+        value = extract_json(raw)
+    except ValueError:
+        return []
+    if isinstance(value, dict) and isinstance(value.get("need"), list):
+        return [str(item) for item in value["need"] if str(item).strip()][:10]
+    return []
+
+
+class _Call:
+    """One structured call: the fitted prompt, its attempts, the one follow-up for left-out parts, the logs."""
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        prompt_name: str,
+        template: str,
+        variables: dict[str, Any],
+        schema: type[BaseModel],
+        log_dir: Path | None,
+        metadata: dict[str, Any],
+        retries: int,
+    ) -> None:
+        self.model, self.prompt_name, self.template, self.schema = model, prompt_name, template, schema
+        self.variables, self.log_dir, self.metadata, self.retries = variables, log_dir, metadata, retries
+        self.name = model_name(model)
+        self.counter = budget.TokenCounter.for_model(self.name)
+        self.window = budget.context_window(model, self.name)
+        self.attempt = 0
+        self.fitted = self._fit()
+
+    def _fit(self) -> budget.Fitted:
+        def build(values: dict[str, str], note: str) -> list[BaseMessage]:
+            return first_messages(self.prompt_name, self.template, values, self.schema, note=note)
+
+        return budget.fit(
+            self.prompt_name, self.variables, build, counter=self.counter, window=self.window, model=self.name
+        )
+
+    def _log(self, messages: list[BaseMessage], raw: str, reply: endpoint.Reply | None, error: str) -> None:
+        if self.log_dir is None:
+            return
+        meta = {
+            "prompt_name": self.prompt_name,
+            "model": self.name,
+            "attempt": self.attempt,
+            "max_attempts": self.retries + 1,
+            **_attempt_meta(reply, self.name, self.fitted, error),
+            "variables": ", ".join(sorted(self.variables)),
+            **self.metadata,
+        }
+        _log_call(Path(self.log_dir), self.prompt_name, messages, raw, meta)
+
+    def _send(self, messages: list[BaseMessage], max_tokens: int) -> endpoint.Reply:
+        """One call; a failure at the server is logged (with the prompt that caused it) before it propagates."""
         try:
-            reply = model.invoke(messages)
-        except (openai.OpenAIError, httpx.HTTPError, OSError) as exc:  # the endpoint's failure (network, auth, quota)
-            raise LLMCallError(f"LLM call {prompt_name} to {name} failed: {type(exc).__name__}: {exc}") from exc
-        raw = reply_text(reply)
-        value, error = parse_reply(raw, schema, check)
-        if log_dir is not None:
-            meta = {
-                "prompt_name": prompt_name,
-                "model": name,
-                "attempt": attempt,
-                "max_attempts": retries + 1,
-                **_attempt_meta(reply, name, started, error, value is not None),
-                "variables": ", ".join(sorted(variables)),
-                **(metadata or {}),
-            }
-            _log_call(Path(log_dir), prompt_name, messages, raw, meta)
-        if value is not None:
-            return value
-        messages = [*messages, AIMessage(raw), HumanMessage(prompts.render(prompts.RETRY, {"error": error}))]
-    raise LLMOutputError(f"{prompt_name}: the LLM reply did not validate after {retries + 1} attempts: {error}")
+            return endpoint.call(self.model, messages, max_tokens=max_tokens, prompt_name=self.prompt_name)
+        except (endpoint.LLMRefusedError, endpoint.LLMCallError) as exc:
+            self._log(messages, f"(no reply: {exc})", None, str(exc))
+            raise
+
+    def _refit_smaller(self, exc: endpoint.ContextLengthError) -> None:
+        """The server counted more than we did: fit again to its window and its count, never resend unchanged."""
+        before = self.fitted.messages
+        window = exc.window or int(self.window.tokens * 0.8)
+        ratio = (exc.prompt_tokens / self.fitted.prompt_tokens) if exc.prompt_tokens else 1.25
+        self.counter.scale *= min(4.0, max(1.15, ratio))
+        self.window = budget.Window(min(window, self.window.tokens), f"{endpoint.endpoint_of(self.model)} said so")
+        self.fitted = self._fit()  # raises PromptTooLargeError when it cannot be cut further
+        if self.fitted.messages == before:
+            raise endpoint.LLMRefusedError(f"{exc}; the prompt cannot be made smaller, use a larger model") from exc
+
+    def run(self, check: Callable[[Any], None] | None) -> Any:
+        messages, max_tokens = self.fitted.messages, self.fitted.max_tokens
+        followed_up = refitted = False
+        error = ""
+        while self.attempt < self.retries + 1:
+            self.attempt += 1
+            try:
+                reply = self._send(messages, max_tokens)
+            except endpoint.ContextLengthError as exc:
+                if refitted:
+                    raise
+                refitted = True
+                self._refit_smaller(exc)
+                messages, max_tokens = self.fitted.messages, self.fitted.max_tokens
+                self.attempt -= 1  # a smaller prompt, not a retry of a reply
+                continue
+            base = self.fitted.messages
+            if reply.finish_reason in ("length", "time"):
+                room = int(self.window.tokens * 0.97) - self.fitted.prompt_tokens - 16
+                error = f"the reply was cut off at {max_tokens} tokens (finish reason {reply.finish_reason!r})"
+                advice = "Reply again with the complete JSON object."
+                if max_tokens >= room or reply.finish_reason == "time":
+                    advice = "Reply again, much shorter: the same JSON object with brief texts, no prose around it."
+                max_tokens = max(max_tokens, room)
+                self._log(messages, reply.text, reply, error)
+                messages = [*base, HumanMessage(prompts.render(prompts.RETRY, {"error": f"{error}. {advice}"}))]
+                continue
+            need = requested_parts(reply.text) if self.fitted.omitted and not followed_up else []
+            if need:
+                known = [name for part in budget.fittables_of(self.prompt_name, self.variables).values()
+                         for name in part.request(need)]  # fmt: skip
+                if known:
+                    followed_up = True
+                    self._log(messages, reply.text, reply, f"asked for left-out parts: {', '.join(known)}")
+                    self.fitted = self._fit()
+                    messages, max_tokens = self.fitted.messages, self.fitted.max_tokens
+                    self.attempt -= 1  # the follow-up the prompt offered, not a retry
+                    continue
+            value, error = parse_reply(reply.text, self.schema, check)
+            self._log(messages, reply.text, reply, error)
+            if value is not None:
+                return value
+            retry = prompts.render(prompts.RETRY, {"error": error})
+            messages = [*base, AIMessage(_excerpt(reply.text)), HumanMessage(retry)]
+        raise LLMOutputError(
+            f"{self.prompt_name}: the LLM reply did not validate after {self.retries + 1} attempts: {error}"
+        )

@@ -328,6 +328,21 @@ def test_openai_compatible_server_round_trip(tmp_path: Path) -> None:
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }  # fmt: skip
+            if body.get("stream"):  # the seam streams (progress of long calls): answer as server-sent events
+                content = payload["choices"][0]["message"]["content"]
+                chunk = {**payload, "object": "chat.completion.chunk", "usage": None}
+                events = [
+                    {**chunk, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]},
+                    {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                    {**chunk, "choices": [], "usage": payload["usage"]},
+                ]
+                data = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             data = json.dumps(payload).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
