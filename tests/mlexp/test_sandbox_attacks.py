@@ -3,7 +3,7 @@
 Every test asserts the attack FAILS: the secret never reaches anything the run wrote or printed, nothing outside
 RUN_DIR is written, no process outlives the run, no host UNIX socket is reached, four workers cannot share their
 way past a memory limit, a forged metrics block does not pass the check, and the harness source stays as it was.
-They need bubblewrap (installed by .ci/run); without it they skip with the reason.
+They need bubblewrap (installed by .ci/run); without it they skip with the reason (tests/mlexp/conftest.py).
 """
 
 from __future__ import annotations
@@ -26,22 +26,9 @@ import pytest
 
 import mlexp
 from mlexp.cgroup import MemoryCage
-from mlexp.errors import SandboxError
-from mlexp.sandbox import find_bwrap
 
 SECRET = "sk-proj-TESTSECRET" + "A1b2C3d4E5f6G7h8"  # shaped like an OpenAI key
 KEY_TEXT = "-----BEGIN OPENSSH PRIVATE KEY-----\nHOMESECRET-" + "x" * 24 + "\n-----END OPENSSH PRIVATE KEY-----\n"
-
-
-def _bwrap_ok() -> str:
-    try:
-        find_bwrap()
-    except SandboxError as exc:
-        return str(exc)
-    return ""
-
-
-pytestmark = pytest.mark.skipif(bool(_bwrap_ok()), reason=f"no usable bubblewrap here: {_bwrap_ok()}")
 
 
 class Attack:
