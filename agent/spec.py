@@ -39,6 +39,11 @@ class Target(BaseModel):
     # Beyond the contract: config overrides for this claim (e.g. one Table 3 row = one classifier setting). Targets
     # with equal overrides share their runs; mlexp.compare gets a claim_id -> runs mapping.
     config: dict[str, Any] = Field(default_factory=dict)
+    # "researcher": a value the researcher read off a figure or prose (not in the ledger), with where it is printed.
+    source: Literal["ledger", "researcher"] = "ledger"
+    page: int | None = None
+    figure: str | None = None
+    quote: str | None = None
 
 
 class Hyperparameter(BaseModel):
@@ -67,6 +72,9 @@ class Data(BaseModel):
     split: str  # e.g. "official 60k train / 10k test"
     split_unit: str  # what one row of the split is (image, user, patient, ...)
     preprocessing: str = ""
+    # True when the paper's data is a simulation it specifies (data the paper itself generates): the code may then
+    # generate data by that procedure. Never true for a paper that uses a real dataset; the researcher approves it.
+    generated: bool = False
 
 
 class Method(BaseModel):
@@ -104,7 +112,8 @@ class Question(BaseModel):
 class Spec(BaseModel):
     paper_slug: str
     objective: str
-    targets: list[Target] = Field(min_length=1)
+    # Empty only while the paper reports no result the ledger could hold: an open question then asks for targets.
+    targets: list[Target] = Field(default_factory=list)
     data: Data
     method: Method
     hyperparameters: list[Hyperparameter] = Field(default_factory=list)
@@ -115,9 +124,15 @@ class Spec(BaseModel):
     open_questions: list[Question] = Field(default_factory=list)
     decisions: list[str] = Field(default_factory=list)  # obvious choices taken and stated (practices §8)
 
+    @model_validator(mode="after")
+    def _targets_or_question(self) -> Spec:
+        if not self.targets and not self.open_questions:
+            raise ValueError("a spec without targets must ask the researcher for them in open_questions")
+        return self
+
     @property
     def seeds(self) -> int:
-        return max(target.seeds for target in self.targets)
+        return max((target.seeds for target in self.targets), default=1)
 
     def run_config(self, *, smoke: bool, target: Target | None = None) -> dict[str, Any]:
         """The config handed to mlexp: the spec's config, a target's overrides, then the smoke overrides."""
@@ -146,8 +161,12 @@ def check_against_paper(spec: Spec, paper: Paper) -> list[str]:
     """Problems that make the spec unusable for this paper: unknown claim ids, wrong reported values, false quotes."""
     problems: list[str] = []
     claims = {claim.id: claim for claim in paper.claims}
+    pages = {page.page: page.text for page in paper.pages}
     for target in spec.targets:
         claim = claims.get(target.claim_id)
+        if claim is None and target.source == "researcher":
+            problems += researcher_target_problems(target, pages)
+            continue
         if claim is None:
             problems.append(f"target claim_id {target.claim_id!r} is not in the paper's claims ledger")
             continue
@@ -155,7 +174,6 @@ def check_against_paper(spec: Spec, paper: Paper) -> list[str]:
             problems.append(
                 f"target {target.claim_id}: reported {target.reported} but the ledger says {claim.value} ({claim.text})"
             )
-    pages = {page.page: page.text for page in paper.pages}
     whole = "\n".join(pages.values())
     for hp in spec.hyperparameters:
         if hp.source != "paper":
@@ -170,6 +188,18 @@ def check_against_paper(spec: Spec, paper: Paper) -> list[str]:
     return problems
 
 
+def researcher_target_problems(target: Target, pages: dict[int, str]) -> list[str]:
+    """A researcher's target (a value read off a figure or prose) needs the page and the figure or a true quote."""
+    where = f"researcher target {target.claim_id!r}"
+    if target.page is None or target.page not in pages:
+        return [f"{where}: give the page it is printed on (page {target.page} is not in the paper)"]
+    if not (target.figure or "").strip() and not (target.quote or "").strip():
+        return [f"{where}: give the figure it was read off (figure:) or the quote that states it (quote:)"]
+    if (target.quote or "").strip() and not quote_in_text(pages[target.page], target.quote or ""):
+        return [f"{where}: quote {target.quote!r} not found on page {target.page}"]
+    return []
+
+
 # --------------------------------------------------------------------------- spec.md <-> Spec
 
 _SECTIONS: list[tuple[str, str, str]] = [
@@ -179,7 +209,8 @@ _SECTIONS: list[tuple[str, str, str]] = [
     (
         "targets",
         "Targets",
-        "Ledger claims to replicate: claim id, metric key the script reports, direction, absolute tolerance, seeds.",
+        "Ledger claims to replicate: claim id, metric key the script reports, direction, absolute tolerance, seeds. "
+        "A value read off a figure: `source: researcher` with `page:` and `figure:` (or a `quote:` from that page).",
     ),
     ("data", "Data", "The real data (never synthetic), its split and the unit of the split."),
     ("method", "Method", "The method and the baselines compared against."),

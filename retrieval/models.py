@@ -70,6 +70,9 @@ class Claim(BaseModel):
     # True when the sentence attributes the number to other work ("as reported in Wan et al. [2013]"): a reference
     # point the paper prints, not a result of its own experiments, so not a replication target by default.
     cited: bool = False
+    # "researcher": added by the researcher (`replicate claims add`), e.g. a value read off a figure; `table` then
+    # names the figure. Never produced by ingestion.
+    source: Literal["paper", "researcher"] = "paper"
 
 
 Confidence = Literal["high", "medium", "low"]

@@ -27,7 +27,7 @@ Kind = Literal[
 # What a replication needs first when the whole paper does not fit: how to do it (method, setup, hyperparameter
 # tables, experiments, appendix details) before why (introduction, related work) and the bibliography.
 SELECTION_ORDER: tuple[Kind, ...] = (
-    "abstract", "method", "setup", "experiments", "data", "appendix", "other", "conclusion", "introduction",
+    "abstract", "method", "setup", "data", "experiments", "appendix", "other", "conclusion", "introduction",
     "related", "references",
 )  # fmt: skip
 

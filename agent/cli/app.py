@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from agent.cli import flow, index, ingest, llm, runs, tune
+from agent.cli import claims, flow, index, ingest, llm, runs, tune
 from agent.errors import AgentError
 from mlexp.errors import MlexpError
 from retrieval.errors import RetrievalError
@@ -32,7 +32,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for module in (flow, llm, index, ingest, runs, tune):
+    for module in (flow, claims, llm, index, ingest, runs, tune):
         module.register(app)
     return app
 

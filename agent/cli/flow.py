@@ -43,6 +43,22 @@ EXIT_WAITING_UNATTENDED = 2  # --auto-approve stopped at a question only a perso
 
 LLM_OPTION = typer.Option(None, "--llm", help="openai:MODEL | openrouter:MODEL | vllm:MODEL@URL | scripted:PATH")
 AUTO_OPTION = typer.Option(False, "--auto-approve", help="Approve every review unattended (questions still stop).")
+CONTEXT_OPTION = typer.Option(
+    None, "--context-tokens", min=512, help="The model's context window in tokens (else REPLICATE_CONTEXT_TOKENS, "
+    "what the server reports, the known window, or 8192)."
+)  # fmt: skip
+
+
+def _llm_settings(llm: str | None, context_tokens: int | None) -> None:
+    """Check --llm (or REPLICATE_LLM) before anything is done, and carry --context-tokens to the LLM seam."""
+    from agent.llm.seam import configured_spec, load_chat_model
+
+    if context_tokens is not None:
+        os.environ["REPLICATE_CONTEXT_TOKENS"] = str(context_tokens)  # read by agent.llm.budget for this process
+    if configured_spec(llm):
+        load_chat_model(llm)  # a malformed spec or a missing key is one line now, before ingestion and search
+
+
 
 
 def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
@@ -164,10 +180,12 @@ def start(
     paper: Path = typer.Argument(..., help="The paper's PDF."),
     llm: str | None = LLM_OPTION,
     auto_approve: bool = AUTO_OPTION,
+    context_tokens: int | None = CONTEXT_OPTION,
 ) -> None:
     """Start a replication of PAPER and run it to the first checkpoint (`replicate paper.pdf` does the same)."""
     if not paper.is_file():
         raise AgentError(f"no such file: {paper}")
+    _llm_settings(llm, context_tokens)
     rid = new_id(paper)
     out.print(f"Replication {rid}", style="bold")
     try:
@@ -226,6 +244,7 @@ def _waiting(rid: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def _edit_spec(values: dict[str, Any]) -> None:
     """Open spec.md in $VISUAL/$EDITOR (when set), then validate it; a bad edit raises SpecError, state unchanged."""
     from agent.graph.nodes.spec import reread_edited_spec
+    from agent.researcher_claims import with_researcher_claims
     from retrieval.ingest import load_paper
 
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
@@ -234,7 +253,8 @@ def _edit_spec(values: dict[str, Any]) -> None:
         if result.returncode != 0:
             raise ReviewError(f"editor {editor!r} exited with {result.returncode}; spec not approved")
     # Raises SpecError (an AgentError) with what is wrong.
-    reread_edited_spec(Path(values["spec_md"]), load_paper(Path(values["paper_json"])))
+    paper_json = Path(values["paper_json"])
+    reread_edited_spec(Path(values["spec_md"]), with_researcher_claims(load_paper(paper_json), paper_json.parent))
 
 
 def _budget(items: list[str]) -> dict[str, float]:
@@ -269,6 +289,10 @@ def approve(
     if review == "spec":
         if edit:
             _edit_spec(values)
+        elif not waiting.get("targets"):
+            from agent.graph.nodes.spec import NO_TARGETS
+
+            raise ReviewError(NO_TARGETS.replace("ID", rid))
         answer: dict[str, Any] = {"action": "edit" if edit else "approve"}
     elif review == "run":
         answer = {"action": "budget", "budget": _budget(budget)} if budget else {"action": "approve"}
@@ -298,9 +322,13 @@ def reject(
 
 
 def resume(
-    rid: str = typer.Argument(..., metavar="ID"), llm: str | None = LLM_OPTION, auto_approve: bool = AUTO_OPTION
+    rid: str = typer.Argument(..., metavar="ID"),
+    llm: str | None = LLM_OPTION,
+    auto_approve: bool = AUTO_OPTION,
+    context_tokens: int | None = CONTEXT_OPTION,
 ) -> None:
     """Continue ID after a crash, a kill or a missing LLM; at a review, say what it waits for."""
+    _llm_settings(llm, context_tokens)
     _, info = _load(rid)
     if info["waiting"]:
         if not auto_approve:

@@ -84,6 +84,7 @@ class _Context:
     config: dict[str, Any]
     claim_ids: frozenset[str]
     setup: str
+    sections: Any  # the paper sections about the diverged claims (a budget Fittable, agent.paper_context)
 
 
 def paper_text(paper: Paper | None) -> str:
@@ -134,6 +135,8 @@ def verdict_lines(verdicts: Sequence[Verdict]) -> str:
 
 
 def _context(paper: Paper | None, verdicts: Sequence[Verdict], runs: Runs, checklist: list[Hypothesis]) -> _Context:
+    from agent.paper_context import claim_sections  # imports the LLM seam's budget (langchain): only when prompting
+
     setup = paper.setup.items if paper is not None else []
     return _Context(
         paper_id=(paper.slug if paper is not None else None) or "paper",
@@ -143,6 +146,7 @@ def _context(paper: Paper | None, verdicts: Sequence[Verdict], runs: Runs, check
         config=base_config_of(runs),
         claim_ids=frozenset(v.claim_id for v in verdicts),
         setup="\n".join(f"- {s.key}: {s.value} (p.{s.page})" for s in setup) or "(none)",
+        sections=claim_sections(paper, [v.claim_id for v in verdicts if v.verdict != "replicated"]),
     )
 
 
@@ -184,6 +188,7 @@ def _ask_for_hypotheses(
         "verdicts": ctx.verdicts,
         "config": json.dumps(flat(ctx.config), indent=1, default=str) if ctx.config else "(no completed run)",
         "setup": ctx.setup,
+        "paper": ctx.sections,
         "checklist": ctx.checklist,
         "literature": "\n".join(f"- {h['id']} | {h['title']} ({h['year']}) | {h['passage']}" for h in literature)
         or "(no index or no hits)",

@@ -56,9 +56,12 @@ DRAFT_SPEC = """Draft the experiment spec for replicating this paper.
 # Paper
 title: {title}
 slug: {slug}
-abstract: {abstract}
 
-# Claims ledger (numeric results the paper reports; a target must reference one of these ids)
+# The paper's text (page-anchored: [p. N] starts page N; tables as markdown; references last)
+{paper}
+
+# Claims ledger (numeric results the paper reports, and claims the researcher added, marked "researcher";
+# a target must reference one of these ids)
 {claims}
 
 # Setup facts the ingestion found (key, value, page, quote)
@@ -87,12 +90,20 @@ Write the spec:
 - budget: eta_minutes and wall_limit_minutes of the full run, device, cost_usd.
 - smoke: config overrides for a smoke run that exercises every stage within minutes.
 - checkpoints, decisions (obvious choices you took, stated), open_questions (metric, baselines, thresholds,
-  deviations: ask, with the default you would take)."""
+  deviations: ask, with the default you would take).
+- If the ledger holds no claims (results only in figures or prose), leave targets empty and ask the researcher in
+  open_questions for the values to replicate (`replicate claims add` records a value read off a figure).
+- Data the paper itself generates (a simulation or toy distribution it specifies) is the paper's real data: set
+  data.generated to true, data.source to the procedure and its page, and ask the researcher to confirm it in
+  open_questions. Never set it for a paper that uses a real dataset."""
 
 IMPLEMENT_CODE = """Write the experiment code for this approved spec.
 
 # Spec (JSON)
 {spec}
+
+# Paper sections the spec cites, and the method and setup sections (page-anchored)
+{paper}
 
 # The run contract (the fixed harness runs your script; you do not write a harness)
 - The entry point is `train.py` in the code dir. The harness runs `python train.py` with the working directory set to
@@ -103,7 +114,8 @@ IMPLEMENT_CODE = """Write the experiment code for this approved spec.
   `log.step(step, total, **metrics)` from step 1; `log.info(msg)`; `log.save_predictions(df, id_col, y_true, y_pred)`;
   finish with `log.final(metric=value, ...)` using the metric keys of the spec's targets.
 - Use the real data the spec names. If it cannot be read, print `DATA_UNAVAILABLE: <what is missing>` and exit 3.
-  Never generate synthetic data.
+  Never generate synthetic data, except when the spec's data.generated is true (the paper's own simulation, approved
+  by the researcher): then generate exactly what the quoted procedure states, seeded by SEED.
 - Write files only inside the code dir, with relative paths (no absolute paths, no "..").
 
 # Files already in the code dir
@@ -119,6 +131,9 @@ FIX_CODE = """The experiment code failed its {stage} run. Fix it.
 
 # Spec (JSON)
 {spec}
+
+# Paper sections the spec cites, and the method and setup sections (page-anchored)
+{paper}
 
 # What went wrong (attempt {attempt} of {max_attempts})
 {problem}
@@ -169,6 +184,9 @@ title: {title}
 
 # Setup the paper states
 {setup}
+
+# Paper sections about the diverged claims (page-anchored)
+{paper}
 
 # What the deterministic checklist already found (do not repeat these)
 {checklist}

@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel, Field
 
-from agent import codedir
+from agent import codedir, paper_context
 from agent.errors import LLMOutputError
 from agent.graph.answers import BudgetKey, QuestionAction, QuestionAnswer, RunAction, RunAnswer, choices
 from agent.graph.nodes.common import (
@@ -30,6 +30,7 @@ from agent.graph.nodes.common import (
     auto_approve,
     chat_model,
     llm_failed,
+    load_paper,
     log_dir,
     progress,
     say,
@@ -85,11 +86,14 @@ def synthetic_data_signals(files: list[FileEdit]) -> list[str]:
     return hits
 
 
-def _check_change(cdir: Path):
+def _check_change(cdir: Path, spec: Spec | None = None):
+    # A paper whose data is its own simulation (spec.data.generated, approved at review_spec) may generate data.
+    generated = spec is not None and spec.data.generated
+
     def check(change: CodeChange) -> None:
         if change.data_available and not (cdir / ENTRY).exists() and ENTRY not in {f.path for f in change.files}:
             raise ValueError(f"the reply must write the entry point {ENTRY} (the harness runs `python {ENTRY}`)")
-        signals = synthetic_data_signals(change.files)
+        signals = [] if generated else synthetic_data_signals(change.files)
         if signals:
             raise ValueError(
                 "the code generates synthetic data (" + "; ".join(signals) + "): use the real dataset the spec "
@@ -119,6 +123,13 @@ def _data_question(
     )
 
 
+def _paper_sections(state: State, spec: Spec) -> Any:
+    """The paper sections the spec cites plus the method/setup ones (a budget Fittable), or a note without a paper."""
+    if not state.get("paper_json"):
+        return "(no ingested paper: work from the spec alone)"
+    return paper_context.spec_sections(load_paper(state), spec)
+
+
 def implement_code(
     state: State, config: RunnableConfig
 ) -> Command[Literal["run_smoke", "implement_code", "ask_researcher"]]:
@@ -127,6 +138,7 @@ def implement_code(
     codedir.ensure_repo(cdir)
     variables = {
         "spec": spec.model_dump_json(indent=1),
+        "paper": _paper_sections(state, spec),
         "existing_files": codedir.read_code(cdir, max_chars=20_000),
         "feedback": state.get("feedback") or "(none)",
     }
@@ -140,7 +152,7 @@ def implement_code(
                 CodeChange,
                 log_dir=log_dir(state),
                 retries=MAX_LLM_RETRIES,
-                check=_check_change(cdir),
+                check=_check_change(cdir, spec),
                 metadata={"replication": state["id"]},
             )
     except LLMOutputError as exc:
@@ -265,6 +277,7 @@ def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke
     variables = {
         "stage": "smoke",
         "spec": spec.model_dump_json(indent=1),
+        "paper": _paper_sections(state, spec),
         "attempt": attempt,
         "max_attempts": MAX_FIX_ATTEMPTS,
         "problem": problem,
@@ -283,7 +296,7 @@ def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke
                 CodeChange,
                 log_dir=log_dir(state),
                 retries=MAX_LLM_RETRIES,
-                check=_check_change(cdir),
+                check=_check_change(cdir, spec),
                 metadata={"replication": state["id"], "fix_attempt": attempt},
             )
     except LLMOutputError as exc:

@@ -59,9 +59,11 @@ def usage(state: State) -> dict[str, Any]:
 
 
 def load_paper(state: State) -> Paper:
+    from agent.researcher_claims import with_researcher_claims
     from retrieval.ingest import load_paper as load_paper_json
 
-    return load_paper_json(Path(state["paper_json"]))
+    path = Path(state["paper_json"])
+    return with_researcher_claims(load_paper_json(path), path.parent)  # the ledger plus `replicate claims add`
 
 
 def spec_of(state: State) -> Spec:
@@ -93,9 +95,19 @@ def llm_failed(
 @contextmanager
 def progress(message: str) -> Iterator[Any]:
     """A rich spinner on a terminal; one plain line otherwise (logs, tests). Yields a function to update the text."""
+    from agent.llm.endpoint import progress_sink
+
     if console.is_terminal and not os.environ.get("REPLICATE_PLAIN"):
         with console.status(escape(message)) as status:
-            yield lambda text: status.update(f"{escape(message)} [dim]{escape(text[:100])}[/dim]")
+
+            def update(text: str) -> None:
+                status.update(f"{escape(message)} [dim]{escape(text[:100])}[/dim]")
+
+            token = progress_sink.set(update)  # a streamed LLM call shows its tokens and seconds here
+            try:
+                yield update
+            finally:
+                progress_sink.reset(token)
     else:
         print(f"... {message}", file=sys.stderr, flush=True)
         yield lambda text: None

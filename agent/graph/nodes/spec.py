@@ -9,7 +9,7 @@ from typing import Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, interrupt
 
-from agent import paths
+from agent import paper_context, paths
 from agent.errors import LLMOutputError
 from agent.graph.answers import SpecAction, SpecAnswer, choices
 from agent.graph.nodes.common import (
@@ -33,6 +33,11 @@ from retrieval.errors import PaperIndexError
 from retrieval.models import Paper
 
 HITS_PER_QUERY = 5
+NO_TARGETS = (
+    "the spec has no targets yet: add the values to replicate (`replicate claims add ID --value V --page P "
+    "--metric M --figure 'Figure N'`, then `replicate reject ID --feedback 'target R1'`), or add a target with "
+    "`source: researcher`, page and figure to spec.md and `replicate approve ID --edit`"
+)
 
 
 def ingest_paper(state: State, config: RunnableConfig) -> Command[Literal["find_related"]]:
@@ -113,17 +118,6 @@ def find_related(state: State, config: RunnableConfig) -> Command[Literal["draft
     return Command(goto="draft_spec", update={"related": hits, "warnings": warnings, "stage": "find_related"})
 
 
-def _claims_text(paper: Paper) -> str:
-    lines = []
-    for c in paper.claims:
-        where = f"{c.table} row={c.row!r} col={c.column!r}" if c.table else "text"
-        lines.append(
-            f"{c.id} | {c.value} | {c.text} | std={c.std} | metric={c.metric} | dataset={c.dataset} | "
-            f"method={c.method} | {where} | p{c.page}"
-        )
-    return "\n".join(lines) or "(no claims found)"
-
-
 def local_data_text() -> str:
     """Datasets the researcher has on disk: REPLICATE_DATA lists folders (os.pathsep-separated)."""
     listed = [p for p in os.environ.get("REPLICATE_DATA", "").split(os.pathsep) if p.strip()]
@@ -145,8 +139,8 @@ def draft_variables(state: State, paper: Paper) -> dict[str, Any]:
     return {
         "title": paper.title,
         "slug": paper.slug,
-        "abstract": paper.abstract[:3000],
-        "claims": _claims_text(paper),
+        "paper": paper_context.whole_paper(paper),  # the page-anchored view, cut to the model's window if needed
+        "claims": paper_context.ledger(paper),  # condensed (likely targets first, the rest by id) if needed
         "setup": setup,
         "missing": ", ".join(paper.setup.missing) or "(none)",
         "related": related or "(no related work found)",
@@ -216,13 +210,16 @@ def reread_edited_spec(spec_md: Path, paper: Paper) -> Spec:
     problems = check_against_paper(spec, paper)
     if problems:
         raise SpecError("edited spec.md does not match the paper: " + "; ".join(problems))
+    if not spec.targets:
+        raise SpecError(NO_TARGETS)
     return spec
 
 
 def review_spec(
     state: State, config: RunnableConfig
 ) -> Command[Literal["implement_code", "draft_spec", "review_spec"]]:
-    answer = SpecAnswer(action="approve") if auto_approve(config) else SpecAnswer(**interrupt(review_payload(state)))
+    unattended = auto_approve(config) and bool(spec_of(state).targets)  # no targets: only the researcher can say
+    answer = SpecAnswer(action="approve") if unattended else SpecAnswer(**interrupt(review_payload(state)))
     if answer.action == "approve":
         return Command(goto="implement_code", update={"stage": "review_spec"})
     if answer.action == "reject":
