@@ -1,8 +1,9 @@
 """Claims the researcher adds: results the paper reports where ingestion cannot read them (a value read off a
 figure, a number in prose the ledger missed), kept beside the ingested paper and merged into its ledger.
 
-They live in papers/<slug>/researcher_claims.json (a list of `Claim` records with source "researcher"), so they
-survive a re-ingestion of the PDF and are shared with the project folder. Every stage that loads the paper for the
+They live in papers/<slug>.researcher-claims.json (a list of `Claim` records with source "researcher"), beside the
+paper's folder rather than in it, so a re-ingestion of the PDF (which replaces the folder) keeps them; they are part
+of the project folder. Every stage that loads the paper for the
 agent (`with_researcher_claims`) sees them like ledger claims: the draft_spec prompt lists them (marked), a spec may
 target them, the comparison gives them verdicts and the report shows them as the researcher's.
 """
@@ -19,7 +20,7 @@ from agent.errors import AgentError
 from mlexp import atomic
 from retrieval.models import Claim, Paper
 
-FILE = "researcher_claims.json"
+SUFFIX = ".researcher-claims.json"
 
 
 class ResearcherClaimError(AgentError):
@@ -27,7 +28,8 @@ class ResearcherClaimError(AgentError):
 
 
 def claims_file(paper_dir: Path) -> Path:
-    return Path(paper_dir) / FILE
+    paper_dir = Path(paper_dir)
+    return paper_dir.parent / f"{paper_dir.name}{SUFFIX}"
 
 
 def load(paper_dir: Path) -> list[Claim]:

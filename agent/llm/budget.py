@@ -450,7 +450,10 @@ def fit(
     reserve, wish = reply_reserve(prompt_name, window.tokens)
     limit = int(window.tokens * 0.97) - reserve - 16  # 3% slack: our count is an estimate where tiktoken is not used
     smallest = {key: part.minimal() for key, part in parts.items()}
-    floor_messages = build({**fixed, **{k: r.text for k, r in smallest.items()}}, "")
+    floor_omitted = [item for r in smallest.values() for item in r.omitted]
+    floor_messages = build(
+        {**fixed, **{k: r.text for k, r in smallest.items()}}, omitted_note(floor_omitted, window.tokens)
+    )
     floor = counter.count_messages(floor_messages)
     if floor > limit:
         raise PromptTooLargeError(
@@ -469,10 +472,9 @@ def fit(
             room = int(window.tokens * 0.97) - tokens - 16
             return Fitted(messages, tokens, max(MIN_REPLY, min(wish, room)), window, omitted, counter)
         spare -= tokens - limit + 32
-    raise PromptTooLargeError(
-        f"{prompt_name}: could not cut the prompt under {limit:,} tokens for {model} (window {window.tokens:,}, "
-        f"{window.source}); set --context-tokens N to the model's real window or use a larger model"
-    )
+    # Every part at its smallest is known to fit (the floor above).
+    room = int(window.tokens * 0.97) - floor - 16
+    return Fitted(floor_messages, floor, max(MIN_REPLY, min(wish, room)), window, floor_omitted, counter)
 
 
 def _allocate(

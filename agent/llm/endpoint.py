@@ -41,6 +41,7 @@ DEFAULT_MAX_CALL_S = 900.0
 TRANSIENT_RETRIES = 3
 MAX_BACKOFF_S = 30.0
 PLAIN_PROGRESS_EVERY_S = 15.0
+backoff_sleep: Callable[[float], None] = time.sleep  # tests count the waits instead of sleeping them
 
 # The graph's spinner registers its update function here, so a streamed call can show its progress in it.
 progress_sink: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar(
@@ -161,8 +162,10 @@ def _context_error(exc: openai.APIStatusError, where: str, prompt_name: str) -> 
         window = int(match.group(1))
     elif numbers:
         window = min(numbers)
-    others = [n for n in numbers if n != window]
-    prompt = max(others) if others else None
+    # The prompt's own size where the server says it: OpenAI/vLLM "(N in the messages, ...)", llama.cpp
+    # "Requested tokens (N) exceed context window"; a total that includes the completion is no prompt size.
+    said = re.search(r"(\d+) in the messages|requested tokens \((\d+)\)", text, re.I)
+    prompt = int(next(g for g in said.groups() if g)) if said else None
     return ContextLengthError(
         f"{prompt_name}: {where} refused the prompt as too long for its context ({_short(text)})",
         window=window,
@@ -210,12 +213,22 @@ def _progress(prompt_name: str, where: str) -> Callable[[int, float], None]:
     return show
 
 
+def _token_limit(model: BaseChatModel, max_tokens: int) -> dict[str, Any]:
+    """The reply bound as the endpoint reads it. langchain-openai sends only `max_completion_tokens`, which OpenAI
+    reads but llama.cpp's server ignores (it then generates until its context is full): other servers also get the
+    classic `max_tokens`."""
+    base = base_url_of(model)
+    if base and "api.openai.com" not in base:
+        return {"max_tokens": max_tokens, "extra_body": {"max_tokens": max_tokens}}
+    return {"max_tokens": max_tokens}
+
+
 _NOT_STREAMING: set[str] = set()  # endpoints that answered a streamed request with a plain JSON body
 
 
 def _whole(model: BaseChatModel, messages: Sequence[BaseMessage], max_tokens: int) -> tuple:
     """One call without streaming, for a server that does not stream."""
-    message = model.invoke(list(messages), max_tokens=max_tokens)
+    message = model.invoke(list(messages), **_token_limit(model, max_tokens))
     finish = (message.response_metadata or {}).get("finish_reason") or "stop"
     return message, finish, 0
 
@@ -239,7 +252,7 @@ def _stream_once(model: BaseChatModel, messages: Sequence[BaseMessage], max_toke
     total: AIMessageChunk | None = None
     chunks = 0
     finish = ""
-    stream = model.stream(list(messages), max_tokens=max_tokens)
+    stream = model.stream(list(messages), **_token_limit(model, max_tokens))
     try:
         for chunk in stream:
             total = chunk if total is None else total + chunk  # type: ignore[assignment]
@@ -291,7 +304,7 @@ def call(model: BaseChatModel, messages: Sequence[BaseMessage], *, max_tokens: i
         if attempt < TRANSIENT_RETRIES:
             wait = _backoff(attempt, last)
             print(f"... {prompt_name}: {where} failed ({_kind(last)}), retrying in {wait:.0f} s", file=sys.stderr)
-            time.sleep(wait)
+            backoff_sleep(wait)
     raise LLMCallError(
         f"LLM call {prompt_name} to {name} at {where} failed {TRANSIENT_RETRIES + 1} times: {_kind(last)}"
         + (" (set REPLICATE_LLM_TIMEOUT to wait longer)" if isinstance(last, openai.APITimeoutError) else "")
