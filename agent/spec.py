@@ -30,7 +30,9 @@ class Target(BaseModel):
     """One ledger claim to replicate. `tolerance` is absolute, in the claim's unit."""
 
     claim_id: str
-    metric: str  # the key the experiment script reports in its final block / metrics.json
+    # The key the experiment script reports in its final block / metrics.json; never blank (a blank key matches no
+    # metric and would start a fix loop the code can never pass).
+    metric: str = Field(min_length=1, pattern=r"\S")
     direction: Literal["max", "min"]
     tolerance: float = Field(ge=0)
     seeds: int = Field(ge=1, le=100)
@@ -227,6 +229,7 @@ _SECTIONS: list[tuple[str, str, str]] = [
     ("open_questions", "Open questions", "Decisions for the researcher: metric, baselines, thresholds, deviations."),
 ]
 
+SECTIONS = _SECTIONS  # public: the no-LLM spec skeleton (agent.graph.skeleton) writes the same sections
 _HEADING_TO_FIELD = {heading.lower(): field for field, heading, _ in _SECTIONS}
 _BLOCK = re.compile(r"^##\s+(?P<heading>.+?)\s*$\n(?P<body>.*?)(?=^##\s|\Z)", re.M | re.S)
 _YAML = re.compile(r"```ya?ml\s*\n(?P<yaml>.*?)```", re.S)

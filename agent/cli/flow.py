@@ -70,6 +70,8 @@ def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
         state = "stopped"
     elif not snapshot.next:
         state = "finished"
+    elif _advancing_elsewhere(rid):
+        state = f"running {', '.join(snapshot.next)} in another replicate process (wait for it to pause)"
     else:
         state = f"interrupted before {', '.join(snapshot.next)} (run `replicate resume {rid}`)"
     return {
@@ -136,10 +138,29 @@ def _exclusive(rid: str) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout as exc:
         raise AgentError(f"{rid} is being advanced by another replicate process; wait for it to pause") from exc
+    _HELD.add(rid)
     try:
         yield
     finally:
+        _HELD.discard(rid)
         lock.release()
+
+
+_HELD: set[str] = set()  # replications this process advances (its own lock is not "another process")
+
+
+def _advancing_elsewhere(rid: str) -> bool:
+    """Whether another process holds the advance lock of `rid` now (a try-lock, released at once)."""
+    path = replication_dir(rid) / ".advance.lock"
+    if rid in _HELD or not path.exists():
+        return False
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
 
 
 def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool, expect: str | None = None) -> None:
@@ -271,6 +292,16 @@ def _budget(items: list[str]) -> dict[str, float]:
     return budget
 
 
+def _checked_budget(values: dict[str, Any], items: list[str]) -> dict[str, float]:
+    """--budget parsed and applied to the spec now: a refused value never reaches the graph (see review_checks)."""
+    from agent.graph.review_checks import budgeted_spec
+    from agent.spec import load_spec
+
+    budget = _budget(items)
+    budgeted_spec(load_spec(Path(values["spec_json"])), budget)  # type: ignore[arg-type]  # keys checked by _budget
+    return budget
+
+
 def approve(
     rid: str = typer.Argument(..., metavar="ID"),
     edit: bool = typer.Option(False, "--edit", help="Re-read the spec.md you edited (opens $EDITOR when set)."),
@@ -286,6 +317,14 @@ def approve(
         raise ReviewError(f"--edit applies to the spec review; {rid} waits for the {review} review")
     if budget and review != "run":
         raise ReviewError(f"--budget applies to the run review; {rid} waits for the {review} review")
+    if feedback and review != "question":  # approving a spec, run or hypotheses sends nothing back to the LLM
+        instead = (
+            f"to send the LLM a change use `replicate reject {rid} --feedback '...'`"
+            if review in ("spec", "hypotheses")
+            else "approve it without --feedback"
+        )
+        raise ReviewError(f"approve --feedback is a hint for a retried question; {rid} waits for the {review} "
+                          f"review, which takes none: {instead}")  # fmt: skip
     if review == "spec":
         if edit:
             _edit_spec(values)
@@ -295,7 +334,7 @@ def approve(
             raise ReviewError(NO_TARGETS.replace("ID", rid))
         answer: dict[str, Any] = {"action": "edit" if edit else "approve"}
     elif review == "run":
-        answer = {"action": "budget", "budget": _budget(budget)} if budget else {"action": "approve"}
+        answer = {"action": "budget", "budget": _checked_budget(values, budget)} if budget else {"action": "approve"}
     elif review == "question":
         answer = {"action": "retry", "feedback": feedback or ""}
     else:

@@ -37,6 +37,7 @@ from agent.graph.nodes.common import (
     spec_of,
     usage,
 )
+from agent.graph.review_checks import budgeted_spec  # the CLI runs the same check before resuming
 from agent.graph.state import State, code_dir, experiments_dir
 from agent.llm import prompts
 from agent.llm.seam import structured_call
@@ -363,14 +364,7 @@ def review_run(state: State, config: RunnableConfig) -> Command[Literal["run_ful
 
 def save_budget(state: State, budget: Mapping[BudgetKey, float]) -> None:
     """The spec with the researcher's new seeds and limits from the run review, validated and saved."""
-    spec = spec_of(state)
-    limits = dict(budget)
-    seeds = limits.pop("seeds", None)
-    if seeds is not None:
-        for target in spec.targets:
-            target.seeds = int(seeds)
-    spec.budget = spec.budget.model_copy(update={k: float(v) for k, v in limits.items()})
-    spec = Spec.model_validate(spec.model_dump())
+    spec = budgeted_spec(spec_of(state), budget)
     save_spec(spec, Path(state["spec_json"]).parent, title=state.get("title", ""))
 
 

@@ -1,0 +1,145 @@
+"""The fault matrix of the replication flow (issue 15; docs/faults.md): bad answers at a review, two processes at
+once, corrupt or unreadable files. Each case drives the real `replicate` command in a new process against a
+replication seeded into the real SQLite checkpointer at the review in question (no LLM, no experiment run), and
+checks that the failure is one line on stderr with a non-zero exit and that the replication is left answerable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from filelock import FileLock
+
+from agent.spec import SpecError, from_markdown, save_spec, to_markdown
+from tests.agent.test_agent_units import _paper, _spec
+
+REPLICATE = Path(sys.executable).parent / "replicate"
+RID = "demo-fault1"
+
+
+def cli(*args: str, rc: int = 0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(REPLICATE), *args], env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == rc, f"{' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """The failure is exactly one `replicate: error:` line on stderr, no traceback, and says each needle."""
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("replicate: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def seed(goto: str, after: str, *, run_to_pause: bool = True, **values: Any) -> dict[str, Any]:
+    """A replication RID whose last step was `after`, about to run `goto` (run to its pause when it is a review)."""
+    from langgraph.types import Command
+
+    from agent.graph import flow
+    from agent.paths import project_dir
+
+    paper = _paper()
+    paper_dir = project_dir() / "papers" / paper.slug
+    paper_dir.mkdir(parents=True, exist_ok=True)
+    (paper_dir / "paper.json").write_text(paper.model_dump_json(), encoding="utf-8")
+    spec_json, spec_md = save_spec(_spec(), project_dir() / "specs" / paper.slug, title="Demo")
+    state = {
+        "id": RID,
+        "slug": paper.slug,
+        "title": "Demo",
+        "paper_json": str(paper_dir / "paper.json"),
+        "spec_json": str(spec_json),
+        "spec_md": str(spec_md),
+        "smoke": {"metrics": {"accuracy": 0.84}, "run_dir": "smoke", "duration_s": 1.0},
+        "stage": after,
+        **values,
+    }
+    with flow.open_graph() as graph:
+        config = flow.run_config(RID)
+        graph.update_state(config, Command(goto=goto, update=state), as_node=after)
+        if run_to_pause:
+            graph.invoke(None, config)
+    return state
+
+
+def status(rid: str = RID) -> dict[str, Any]:
+    import json
+
+    return json.loads(cli("status", rid, "--json").stdout)
+
+
+# --------------------------------------------------------------------------- item 2: bad --budget at the run review
+
+
+REFUSED_BUDGETS = [
+    ("seeds=0", "seeds=0"), ("seeds=-2", "seeds=-2"), ("seeds=1000000", "seeds=1000000"),
+    ("wall_limit_minutes=0", "wall_limit_minutes=0"), ("seeds=2.5", "whole number"), ("seeds=inf", "finite"),
+]  # fmt: skip
+
+
+def test_a_refused_budget_is_one_line_and_the_run_review_stays_answerable() -> None:
+    seed("review_run", "run_smoke")
+    for item, says in REFUSED_BUDGETS:
+        one_line_error(cli("approve", RID, "--budget", item, rc=1), says)
+    assert status()["waiting"]["review"] == "run"
+    # Not wedged: no stored answer is replayed; a valid answer goes through (stop ends it without running).
+    cli("reject", RID, "--feedback", "enough")
+    assert status()["state"] == "stopped"
+
+
+def test_a_valid_budget_is_applied_to_the_spec() -> None:
+    from agent.graph.review_checks import budgeted_spec
+
+    spec = budgeted_spec(_spec(), {"seeds": 3, "wall_limit_minutes": 7})
+    assert [t.seeds for t in spec.targets] == [3] and spec.budget.wall_limit_minutes == 7
+
+
+# --------------------------------------------------------------------------- item 14: a blank metric
+
+
+@pytest.mark.parametrize("blank", ["''", "' '"])
+def test_an_edited_spec_with_a_blank_metric_is_refused(blank: str) -> None:
+    text = to_markdown(_spec())
+    assert "metric: accuracy" in text
+    with pytest.raises(SpecError, match=r"targets\.0\.metric"):
+        from_markdown(text.replace("metric: accuracy", f"metric: {blank}"))
+
+
+def test_approve_edit_of_a_blank_metric_is_one_line_and_the_spec_review_stays(tmp_path: Path) -> None:
+    state = seed("review_spec", "draft_spec")
+    spec_md = Path(state["spec_md"])
+    spec_md.write_text(spec_md.read_text(encoding="utf-8").replace("metric: accuracy", "metric: ''"), "utf-8")
+    one_line_error(cli("approve", RID, "--edit", rc=1, env={"EDITOR": "", "VISUAL": ""}), "metric")
+    assert status()["waiting"]["review"] == "spec"
+
+
+# --------------------------------------------------------------------------- item 15: small messages
+
+
+def test_approve_feedback_at_the_spec_review_is_refused_not_dropped() -> None:
+    seed("review_spec", "draft_spec")
+    one_line_error(cli("approve", RID, "--feedback", "use Adam", rc=1), "reject", "--feedback")
+    assert status()["waiting"]["review"] == "spec"
+
+
+def test_the_loser_of_two_approves_is_told_another_process_advances_it() -> None:
+    from agent.graph.state import replication_dir
+
+    seed("run_full", "review_run", run_to_pause=False)  # the winner resumed the run review and is in run_full
+    folder = replication_dir(RID)
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(folder / ".advance.lock"):
+        loser = one_line_error(cli("approve", RID, rc=1), "another replicate process")
+        assert "resume" not in loser
+        assert "another replicate process" in status()["state"]
+    assert "replicate resume" in status()["state"]  # once the winner is gone (killed), resume is the way on
