@@ -100,7 +100,10 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "scitldr")
     ap.add_argument("--no-tune", action="store_true", help="skip the train-split grid search")
     ap.add_argument("--encoders", action="store_true", help="also: cosine of the ONNX encoders vs torch's vectors")
+    ap.add_argument("--title-boost", type=int, default=None, help="evaluate another title boost than the shipped one")
     args = ap.parse_args()
+    if args.title_boost is not None:
+        index_mod.TITLE_BOOST = args.title_boost
     if not (args.data / "corpus.jsonl").exists():
         sys.exit(f"SciTLDR data not found under {args.data}")
     corpus, queries, qrels = load(args.data)
