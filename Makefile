@@ -4,7 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # The paper shipped in examples/ (MIT), so `make run` works on a fresh clone.
-PAPER ?= examples/fashion-mnist-xiao2017.pdf
+EXAMPLE_PAPER := examples/fashion-mnist-xiao2017.pdf
+PAPER ?= $(EXAMPLE_PAPER)
+# On the example paper, `make run` is the researcher's path with no LLM (docs/no-llm.md): the bundled spec and the
+# bundled logistic-regression code, every review approved, to the report. Another PAPER gets the plain main job.
+ifeq ($(PAPER),$(EXAMPLE_PAPER))
+RUN_ARGS ?= --no-llm --spec examples/fashion_mnist_logreg/spec.md --code examples/fashion_mnist_logreg --auto-approve
+endif
+# Where datasets are looked up (with /usr/share/datasets): yours, else the shared data folder beside the clone.
+REPLICATE_DATA ?= $(abspath $(wildcard ../shared/data))
 PYTEST_ARGS ?=
 
 .PHONY: install run test lint bench
@@ -19,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/replicate $(PAPER)
+	HF_HUB_OFFLINE=1 REPLICATE_DATA="$(REPLICATE_DATA)" $(BIN)/replicate $(PAPER) $(RUN_ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)

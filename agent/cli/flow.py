@@ -22,6 +22,7 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli import manual as researcher
 from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
 from agent.graph.state import new_id, replication_dir
 from retrieval.errors import RetrievalError
@@ -74,9 +75,13 @@ def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
         state = f"running {', '.join(snapshot.next)} in another replicate process (wait for it to pause)"
     else:
         state = f"interrupted before {', '.join(snapshot.next)} (run `replicate resume {rid}`)"
+    needs_you = _human_step(rid, waiting)
+    if needs_you:
+        state += " (needs you)"
     return {
         "id": rid,
         "state": state,
+        "needs_you": needs_you,
         "stage": values.get("stage"),
         "title": values.get("title"),
         "waiting": waiting,
@@ -114,13 +119,23 @@ def _print_outcome(rid: str, info: dict[str, Any]) -> None:
         for line in waiting.get("hypotheses", []):
             out.print(f"  hypothesis: {line}")
         out.print(f"  next: replicate approve {rid} | replicate reject {rid} --feedback '...'")
+    elif waiting and waiting["review"] == "code":
+        researcher.print_code_review(out, rid, waiting)
     elif waiting:
         out.print(f"  {waiting.get('reason')}: {waiting.get('question')}")
         out.print(f"  next: replicate approve {rid} [--feedback hint] (retry) | replicate reject {rid} (stop)")
+    if info.get("needs_you"):
+        out.print(f"  needs you: {info['needs_you']}")
     if values.get("stopped"):
         out.print(f"  {values['stopped']}")
     if values.get("report"):
         out.print(f"  report: {values['report'].get('html')}")
+
+
+def _human_step(rid: str, waiting: dict[str, Any] | None) -> str | None:
+    from agent.graph.nodes.manual import human_step  # langgraph: imported on first use, like the graph
+
+    return human_step(rid, waiting)
 
 
 def _load(rid: str) -> tuple[Any, dict[str, Any]]:
@@ -193,6 +208,9 @@ def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool, exp
             raise LLMCallError(f"{rid}: {exc}; the state is kept, `replicate resume {rid}` retries") from exc
         info = _describe(rid, flow.snapshot_of(graph, rid))
     _print_outcome(rid, info)
+    if info["state"] == "finished":
+        for line in researcher.verdict_lines(info["values"]):
+            out.print(line)
     if auto_approve and info["waiting"]:
         raise typer.Exit(EXIT_WAITING_UNATTENDED)
 
@@ -202,15 +220,20 @@ def start(
     llm: str | None = LLM_OPTION,
     auto_approve: bool = AUTO_OPTION,
     context_tokens: int | None = CONTEXT_OPTION,
+    no_llm: bool = researcher.NO_LLM_OPTION,
+    spec: Path | None = researcher.SPEC_OPTION,
+    code: Path | None = researcher.CODE_OPTION,
 ) -> None:
     """Start a replication of PAPER and run it to the first checkpoint (`replicate paper.pdf` does the same)."""
     if not paper.is_file():
         raise AgentError(f"no such file: {paper}")
-    _llm_settings(llm, context_tokens)
+    given = researcher.start_inputs(no_llm=no_llm, llm=llm, spec=spec, code=code)  # docs/no-llm.md
+    if not no_llm:
+        _llm_settings(llm, context_tokens)
     rid = new_id(paper)
     out.print(f"Replication {rid}", style="bold")
     try:
-        _advance(rid, {"id": rid, "pdf": str(paper.resolve())}, llm=llm, auto_approve=auto_approve)
+        _advance(rid, {"id": rid, "pdf": str(paper.resolve()), **given}, llm=llm, auto_approve=auto_approve)
     except RetrievalError:
         # The PDF could not be read: nothing was done, so leave no half-started replication behind.
         with flow.open_graph() as graph:
@@ -309,10 +332,13 @@ def approve(
     budget: list[str] = typer.Option([], "--budget", help="At the run review: KEY=VALUE (seeds, wall_limit_minutes)."),
     llm: str | None = LLM_OPTION,
     auto_approve: bool = AUTO_OPTION,
+    code: Path | None = researcher.CODE_OPTION,
 ) -> None:
-    """Approve what ID waits for (spec, smoke run, hypotheses), or retry after a question."""
+    """Approve what ID waits for (spec, your code, smoke run, hypotheses), or retry after a question."""
     waiting, values = _waiting(rid)
     review = waiting["review"]
+    if code is not None and review != "code":
+        raise ReviewError(f"--code applies to the code review; {rid} waits for the {review} review")
     if edit and review != "spec":
         raise ReviewError(f"--edit applies to the spec review; {rid} waits for the {review} review")
     if budget and review != "run":
@@ -328,6 +354,9 @@ def approve(
     if review == "spec":
         if edit:
             _edit_spec(values)
+        elif waiting.get("skeleton"):
+            raise ReviewError(f"{waiting['spec_md']} is a skeleton, not a spec: fill it in, then `replicate approve "
+                              f"{rid} --edit`")  # fmt: skip
         elif not waiting.get("targets"):
             from agent.graph.nodes.spec import NO_TARGETS
 
@@ -337,6 +366,8 @@ def approve(
         answer = {"action": "budget", "budget": _checked_budget(values, budget)} if budget else {"action": "approve"}
     elif review == "question":
         answer = {"action": "retry", "feedback": feedback or ""}
+    elif review == "code":
+        answer = researcher.code_answer(rid, waiting, code)
     else:
         answer = {"action": "approve"}
     _advance(rid, flow.Command(resume=answer), llm=llm, auto_approve=auto_approve, expect=review)
@@ -373,7 +404,7 @@ def resume(
         if not auto_approve:
             _print_outcome(rid, info)
             return
-        if info["waiting"]["review"] == "question":
+        if info["waiting"]["review"] == "question" or info.get("needs_you"):  # only a person can answer these
             _print_outcome(rid, info)
             raise typer.Exit(EXIT_WAITING_UNATTENDED)
         payload: Any = flow.Command(resume={"action": "approve"})

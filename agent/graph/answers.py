@@ -11,11 +11,12 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
-Review = Literal["spec", "run", "hypotheses", "question"]
+Review = Literal["spec", "run", "hypotheses", "question", "code"]
 SpecAction = Literal["approve", "edit", "reject"]
 RunAction = Literal["approve", "budget", "stop"]
 HypothesesAction = Literal["approve", "reject"]
 QuestionAction = Literal["retry", "stop"]
+CodeAction = Literal["approve", "stop"]  # the researcher's code (agent.graph.nodes.manual.await_code)
 BudgetKey = Literal["seeds", "eta_minutes", "wall_limit_minutes", "cost_usd"]
 BUDGET_KEYS: tuple[BudgetKey, ...] = get_args(BudgetKey)
 # The nodes an approved question sends the flow back to (ask_researcher's retry targets).
@@ -36,6 +37,12 @@ class RunAnswer(BaseModel):
 class HypothesesAnswer(BaseModel):
     action: HypothesesAction
     feedback: str = ""  # reject: what the LLM should reconsider
+
+
+class CodeAnswer(BaseModel):
+    action: CodeAction
+    code: str = ""  # approve: the folder to take the code from (absolute); empty: as left in runs/<ID>/code/
+    feedback: str = ""  # stop: why
 
 
 class QuestionAnswer(BaseModel):

@@ -4,6 +4,9 @@
       -> [fix_code -> run_smoke]* -> review_run (pause) -> run_full* -> compare_results -> propose_hypotheses
       -> review_hypotheses (pause) -> write_report
     any LLM-caused dead end -> ask_researcher (pause) -> retry or stop
+    without a model (--no-llm, or none configured; agent.graph.nodes.manual): draft_spec writes a skeleton (or takes
+      --spec), implement_code takes the researcher's code or waits at await_code (pause), where a failed smoke run
+      also comes back to them
 
 Routing lives in the nodes' `Command(goto=...)`, declared in their return annotations; the graph only registers the
 nodes. One replication is one LangGraph thread (thread_id = replication id), checkpointed after every step with
@@ -25,6 +28,7 @@ from langgraph.types import Command
 from agent import paths
 from agent.errors import ReplicationNotFoundError
 from agent.graph.nodes.code import ask_researcher, fix_code, implement_code, review_run, run_full, run_smoke
+from agent.graph.nodes.manual import await_code
 from agent.graph.nodes.results import compare_results, propose_hypotheses, review_hypotheses, write_report
 from agent.graph.nodes.spec import draft_spec, find_related, ingest_paper, review_spec
 from agent.graph.settings import run_config
@@ -38,6 +42,7 @@ NODES = [
     draft_spec,
     review_spec,
     implement_code,
+    await_code,
     run_smoke,
     fix_code,
     review_run,

@@ -71,6 +71,12 @@ class State(TypedDict, total=False):
     report: dict[str, str]
     llm_usage: dict[str, Any]
     stage: str  # the last node that finished
+    # The researcher's part when no model does it (agent.graph.nodes.manual): `--no-llm`, `--spec`, `--code`.
+    no_llm: bool
+    given_spec: str
+    given_code: str
+    spec_skeleton: bool  # spec.md is the skeleton to fill in; there is no spec.json yet
+    code_by: Literal["llm", "researcher"]
     stopped: str  # why the replication ended early, if it did
 
 

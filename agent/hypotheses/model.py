@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field
 Priority = Literal["high", "medium", "low"]
 Direction = Literal["increase", "decrease", "no change", "unknown"]
 Category = Literal["silent_failure", "setup_mismatch", "seeds", "metric_definition", "diagnostics", "literature"]
-Support = Literal["backed", "unsupported", "no literature"]
+# "search result": an index passage shown without a model (agent.hypotheses.related); it supports nothing.
+Support = Literal["backed", "unsupported", "no literature", "search result"]
 PRIORITY_ORDER = {"high": 0, "medium": 1, "low": 2}
 
 
@@ -40,7 +41,7 @@ class Hypothesis(BaseModel):
     id: str
     statement: str
     category: Category
-    source: Literal["checklist", "llm"] = "checklist"
+    source: Literal["checklist", "llm", "search"] = "checklist"  # search: an index passage, not a hypothesis
     claim_ids: list[str] = Field(default_factory=list)
     evidence: list[str] = Field(default_factory=list)  # from this run: setup diff, diagnostics, curves
     citations: list[Citation] = Field(default_factory=list)  # verified only

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from agent import codedir, paper_context
 from agent.errors import LLMOutputError
 from agent.graph.answers import BudgetKey, QuestionAction, QuestionAnswer, RunAction, RunAnswer, choices
+from agent.graph.nodes import manual
 from agent.graph.nodes.common import (
     MAX_FIX_ATTEMPTS,
     MAX_LLM_RETRIES,
@@ -133,7 +134,9 @@ def _paper_sections(state: State, spec: Spec) -> Any:
 
 def implement_code(
     state: State, config: RunnableConfig
-) -> Command[Literal["run_smoke", "implement_code", "ask_researcher"]]:
+) -> Command[Literal["run_smoke", "implement_code", "ask_researcher", "await_code"]]:
+    if state.get("given_code") or manual.no_model(state, config):
+        return manual.code_step(state)  # the researcher's code: given at the start, or waited for at await_code
     spec = spec_of(state)
     cdir = code_dir(state["id"])
     codedir.ensure_repo(cdir)
@@ -231,7 +234,9 @@ def _run(state: State, spec: Spec, *, smoke: bool, group: int, seed: int, label:
         )
 
 
-def run_smoke(state: State, config: RunnableConfig) -> Command[Literal["review_run", "fix_code", "ask_researcher"]]:
+def run_smoke(
+    state: State, config: RunnableConfig
+) -> Command[Literal["review_run", "fix_code", "ask_researcher", "await_code"]]:
     import mlexp
 
     spec = spec_of(state)
@@ -253,6 +258,8 @@ def run_smoke(state: State, config: RunnableConfig) -> Command[Literal["review_r
         say(f"Smoke run passed: {record.short() if hasattr(record, 'short') else record.metrics}")
         return Command(goto="review_run", update=update)
     say(f"Smoke run failed: {problems[0]}", style="red")
+    if state.get("code_by") == "researcher":
+        return manual.smoke_failed(state, update, problems)  # their code: back to them with the digest, no fix loop
     if DATA_MARK in (record.digest or "") or DATA_MARK in (record.error or ""):
         return _data_question(state, "run_smoke", f"The smoke run could not read the data: {problems[0]}", **update)
     failures = add_failure(state, "run_smoke", "smoke_failed", "; ".join(problems)[:2000])

@@ -15,7 +15,7 @@ from langgraph.types import Command, interrupt
 from agent import paths
 from agent.errors import LLMOutputError
 from agent.graph.answers import HypothesesAction, HypothesesAnswer, choices
-from agent.graph.nodes import common
+from agent.graph.nodes import common, manual
 from agent.graph.state import State, replication_dir, report_dir
 from mlexp import atomic
 
@@ -79,23 +79,30 @@ def _verdict_objects(state: State) -> list[Any]:
 def propose_hypotheses(state: State, config: RunnableConfig) -> Command[Literal["review_hypotheses"]]:
     from agent.hypotheses.checklist import run_checklist
     from agent.hypotheses.literature import propose_hypotheses as propose
+    from agent.hypotheses.related import checklist_and_passages
 
     paper, spec = common.load_paper(state), common.spec_of(state)
     verdicts, records = _verdict_objects(state), _records(state)
     warnings = list(state.get("warnings", []))
-    with common.progress("Proposing hypotheses for the gaps (checklist, LLM, related work)"):
-        try:
-            model = common.chat_model(config)
-            found = propose(
-                model, paper, spec, verdicts, records, _index_or_none(),
-                log_dir=common.log_dir(state), feedback=state.get("feedback") or "",
-            )  # fmt: skip
-        except LLMOutputError as exc:  # the LLM failed (after retries): the deterministic checklist still stands
-            warnings = common.add_warning(state, f"LLM hypotheses failed, checklist only: {exc}")
-            found = run_checklist(paper, spec, verdicts, records)
+    if manual.no_model(state, config):  # the checklist, plus the index's passages marked as search results
+        with common.progress("Checking the gaps (checklist, related passages from the index; no model)"):
+            found = checklist_and_passages(paper, spec, verdicts, records, _index_or_none())
+    else:
+        with common.progress("Proposing hypotheses for the gaps (checklist, LLM, related work)"):
+            try:
+                model = common.chat_model(config)
+                found = propose(
+                    model, paper, spec, verdicts, records, _index_or_none(),
+                    log_dir=common.log_dir(state), feedback=state.get("feedback") or "",
+                )  # fmt: skip
+            except LLMOutputError as exc:  # the LLM failed (after retries): the deterministic checklist stands
+                warnings = common.add_warning(state, f"LLM hypotheses failed, checklist only: {exc}")
+                found = run_checklist(paper, spec, verdicts, records)
     dumped = [h.model_dump(mode="json") for h in found]
     atomic.write_json(replication_dir(state["id"]) / "hypotheses.json", dumped)
-    common.say(f"{len(dumped)} hypotheses proposed")
+    searched = sum(h.source == "search" for h in found)
+    also = f", {searched} index search results" if searched else ""
+    common.say(f"{len(dumped) - searched} hypotheses proposed{also}")
     return Command(
         goto="review_hypotheses",
         update={

@@ -11,7 +11,9 @@ from langgraph.types import Command, interrupt
 
 from agent import paper_context, paths
 from agent.errors import LLMOutputError
+from agent.graph import skeleton
 from agent.graph.answers import SpecAction, SpecAnswer, choices
+from agent.graph.nodes import manual
 from agent.graph.nodes.common import (
     MAX_LLM_RETRIES,
     add_warning,
@@ -151,6 +153,8 @@ def draft_variables(state: State, paper: Paper) -> dict[str, Any]:
 
 def draft_spec(state: State, config: RunnableConfig) -> Command[Literal["review_spec", "ask_researcher"]]:
     paper = load_paper(state)
+    if state.get("given_spec") or manual.no_model(state, config):
+        return manual.draft_without_model(state, paper)  # the researcher's spec file, or a skeleton to fill in
     model = chat_model(config)  # LLMNotConfiguredError propagates: ingestion and retrieval are already checkpointed
 
     def check(spec: Spec) -> None:
@@ -203,7 +207,11 @@ def review_payload(state: State) -> dict[str, Any]:
 
 
 def reread_edited_spec(spec_md: Path, paper: Paper) -> Spec:
-    """spec.md as the researcher left it, validated against the paper. Raises SpecError."""
+    """spec.md as the researcher left it, validated against the paper, its data found on this machine. Raises
+    SpecError."""
+    from agent.datafind import with_local_data
+
+    skeleton.check_filled(spec_md)  # a skeleton's TODO marks, named, before the type errors they would cause
     spec = load_spec(spec_md)
     if spec.paper_slug != paper.slug:
         raise SpecError(f"spec.md paper_slug {spec.paper_slug!r} is not this paper ({paper.slug!r})")
@@ -212,14 +220,19 @@ def reread_edited_spec(spec_md: Path, paper: Paper) -> Spec:
         raise SpecError("edited spec.md does not match the paper: " + "; ".join(problems))
     if not spec.targets:
         raise SpecError(NO_TARGETS)
-    return spec
+    return with_local_data(spec)
 
 
 def review_spec(
     state: State, config: RunnableConfig
 ) -> Command[Literal["implement_code", "draft_spec", "review_spec"]]:
-    unattended = auto_approve(config) and bool(spec_of(state).targets)  # no targets: only the researcher can say
-    answer = SpecAnswer(action="approve") if unattended else SpecAnswer(**interrupt(review_payload(state)))
+    skeleton_md = bool(state.get("spec_skeleton"))  # only the researcher can fill it in
+    # no targets: only the researcher can say
+    unattended = not skeleton_md and auto_approve(config) and bool(spec_of(state).targets)
+    payload = manual.skeleton_payload(state) if skeleton_md else review_payload(state)
+    answer = SpecAnswer(action="approve") if unattended else SpecAnswer(**interrupt(payload))
+    if answer.action == "approve" and skeleton_md:  # the CLI refuses this; a skeleton is no spec to approve
+        return Command(goto="review_spec", update={"warnings": add_warning(state, "a skeleton spec is not approved")})
     if answer.action == "approve":
         return Command(goto="implement_code", update={"stage": "review_spec"})
     if answer.action == "reject":
@@ -232,5 +245,5 @@ def review_spec(
     save_spec(spec, Path(state["spec_md"]).parent, write_md=False)
     return Command(
         goto="implement_code",
-        update={"spec_version": state.get("spec_version", 0) + 1, "stage": "review_spec"},
+        update={"spec_version": state.get("spec_version", 0) + 1, "spec_skeleton": False, "stage": "review_spec"},
     )
