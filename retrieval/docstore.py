@@ -42,10 +42,21 @@ class DocStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # explicit BEGIN/COMMIT below
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # explicit BEGIN/COMMIT below
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:  # a read-only or full home, a database locked by a stuck writer
+            raise PaperIndexError(
+                f"cannot open the paper index {path}: {exc}; its folder must be writable with free space "
+                "(REPLICATE_HOME, or --index-dir)"
+            ) from exc
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged
+            raise PaperIndexError(
+                f"the paper index {path} is damaged ({exc}); rebuild it (move it aside, then `replicate index "
+                "import` / `index add` again)"
+            ) from exc
 
     def close(self) -> None:
         self.db.close()

@@ -27,6 +27,7 @@ from langgraph.types import Command
 
 from agent import paths
 from agent.errors import ReplicationNotFoundError
+from agent.graph import checkpoints
 from agent.graph.nodes.code import ask_researcher, fix_code, implement_code, review_run, run_full, run_smoke
 from agent.graph.nodes.manual import await_code
 from agent.graph.nodes.results import compare_results, propose_hypotheses, review_hypotheses, write_report
@@ -66,15 +67,10 @@ def build_graph() -> StateGraph:
 @contextmanager
 def open_graph() -> Iterator[Any]:
     """The compiled graph with its SQLite checkpointer; the connection closes when the block ends."""
-    db = paths.checkpoint_db()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(db), check_same_thread=False)
-    try:
+    with checkpoints.connect() as conn:  # an empty, damaged, locked or read-only database is one line
         saver = SqliteSaver(conn)
         saver.setup()
         yield build_graph().compile(checkpointer=saver)
-    finally:
-        conn.close()
 
 
 def invoke(graph: Any, rid: str, payload: Any, *, llm: str | None = None, auto_approve: bool = False) -> None:
@@ -108,13 +104,13 @@ def list_replications() -> list[str]:
     db = paths.checkpoint_db()
     if not db.exists():
         return []
-    conn = sqlite3.connect(str(db))
-    try:
-        rows = conn.execute(
-            "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY MIN(rowid)"
-        ).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
+    with checkpoints.connect() as conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='checkpoints'").fetchone():
+            return []  # created, never written to
+        try:
+            rows = conn.execute(
+                "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY MIN(rowid)"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:  # a damaged page: named by checkpoints, not an empty list
+            raise (checkpoints.explain(exc, db) or exc) from exc
     return [row[0] for row in rows]

@@ -143,3 +143,67 @@ def test_the_loser_of_two_approves_is_told_another_process_advances_it() -> None
         assert "resume" not in loser
         assert "another replicate process" in status()["state"]
     assert "replicate resume" in status()["state"]  # once the winner is gone (killed), resume is the way on
+
+
+# --------------------------------------------------------------------------- items 5 and 7: the checkpoint database
+
+
+def _checkpoint_db() -> Path:
+    from agent import paths
+
+    return paths.checkpoint_db()
+
+
+def test_an_empty_checkpoint_db_is_refused_not_read_as_no_replications() -> None:
+    from agent.graph.state import save_snapshot
+
+    seed("review_run", "run_smoke")
+    save_snapshot(RID, {"id": RID})
+    _checkpoint_db().write_bytes(b"")
+    for args in (["status"], ["status", RID], ["resume", RID]):
+        one_line_error(cli(*args, rc=1), "is empty (0 bytes", "runs/<ID>/state.json (1 in")
+    assert _checkpoint_db().stat().st_size == 0, "the evidence is left as it was"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_checkpoint_db_is_one_line_pointing_at_the_state_copies(damage: str) -> None:
+    seed("review_run", "run_smoke")
+    db = _checkpoint_db()
+    if damage == "garbage":
+        db.write_bytes(os.urandom(8192))
+    else:
+        with db.open("r+b") as handle:  # keep the header, lose the pages the tables live in
+            handle.truncate(4096)
+    for args in (["status"], ["approve", RID]):
+        one_line_error(cli(*args, rc=1), "checkpoint database", "state.json")
+
+
+def test_a_locked_checkpoint_db_is_one_line() -> None:
+    import sqlite3
+
+    seed("review_run", "run_smoke")
+    holder = sqlite3.connect(_checkpoint_db(), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        # Readers pass (WAL); the answer's write waits SQLite's busy timeout, then gives up on one line.
+        one_line_error(cli("reject", RID, "--feedback", "x", rc=1), "is locked by another process")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert status()["waiting"]["review"] == "run"
+
+
+def test_a_read_only_home_is_one_line_for_status_and_search(tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root): no read-only folder to test with")
+    try:
+        (mnt / "index").mkdir()
+        cli("status", env={"REPLICATE_HOME": str(mnt)})  # creates the checkpoint database
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        env = {"REPLICATE_HOME": str(mnt)}
+        one_line_error(cli("search", "fashion", rc=1, env=env), "cannot open the paper index", "writable")
+        one_line_error(cli("status", rc=1, env=env), "REPLICATE_HOME must be a writable folder")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
