@@ -7,9 +7,9 @@ Each variant starts the same script as a fresh process with the same run contrac
 hashing, registry updates, the run dir (README, config, metadata, digest, post-run check) and the live
 tee/watchdog; "sandbox" adds bwrap (mount/PID/network namespaces, the read-only view). The three variants are run
 in turn within each repeat so machine drift hits them alike. The sandbox's own cost is also measured apart, as the
-start-up of `python -c pass` with and without bwrap (20 times each), and as CPU seconds of the script's process
-tree (less sensitive to a busy machine than wall time), since on a shared machine the end-to-end wall-time medians
-of 20-second runs move by more than the figure being measured.
+start-up of `python -c pass` with and without bwrap (20 times each), and as the CPU seconds the script itself used
+(`time.process_time()`, reported in its final block; less sensitive to a busy machine than wall time), since on a
+shared machine the end-to-end wall-time medians of 20-second runs move by more than the figure being measured.
 
 Uses CUDA when torch sees a GPU, else the CPU. Target: sandbox overhead under 2% of a 20-second CPU run. Prints a
 final `key: value` block.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,14 +52,8 @@ for step in range(1, steps + 1):
         log.step(step, steps, loss=loss.item())
 with torch.no_grad():
     acc = (model(x).argmax(1) == y).float().mean().item()
-log.final(accuracy=acc, steps=steps, device=device)
+log.final(accuracy=acc, steps=steps, device=device, cpu_s=time.process_time())
 """
-
-
-def _children_cpu() -> float:
-    """User + system CPU seconds of every waited-for child process so far (bwrap's children included)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _startup(cmd: list[str], cwd: Path, env: dict[str, str], n: int) -> float:
@@ -107,23 +100,24 @@ def main() -> None:
     script.write_text(SCRIPT)
     config = {"steps": args.steps, "width": args.width, "batch": args.batch}
     times: dict[str, list[float]] = {"direct": [], "harness": [], "sandbox": []}
-    cpu: dict[str, list[float]] = {"direct": [], "harness": [], "sandbox": []}  # CPU-s of the child tree
+    cpu: dict[str, list[float]] = {"direct": [], "harness": [], "sandbox": []}  # the script's own CPU seconds
     for rep in range(args.repeats):
         run_dir = work / f"direct-{rep}"
         run_dir.mkdir()
         (run_dir / "config.json").write_text(json.dumps({**config, "seed": 0, "smoke": False}))
         env = {**os.environ, "RUN_DIR": str(run_dir), "RUN_CONFIG": str(run_dir / "config.json"), "SMOKE": "0",
                "SEED": "0", "DEVICE": device, "PYTHONUNBUFFERED": "1"}  # fmt: skip
-        t0, c0 = time.perf_counter(), _children_cpu()
-        subprocess.run([sys.executable, str(script)], cwd=run_dir, env=env, check=True, capture_output=True)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, str(script)], cwd=run_dir, env=env, check=True, capture_output=True,
+                             text=True).stdout  # fmt: skip
         times["direct"].append(time.perf_counter() - t0)
-        cpu["direct"].append(_children_cpu() - c0)
+        cpu["direct"].append(float(out.rsplit("cpu_s:", 1)[1].split()[0]))
         for variant, sandbox in (("harness", False), ("sandbox", True)):
-            t0, c0 = time.perf_counter(), _children_cpu()
+            t0 = time.perf_counter()
             record = mlexp.run_script(script, config, runs_root=work / f"runs-{variant}", name="bench", force=True,
                                       sandbox=sandbox)  # fmt: skip
             times[variant].append(time.perf_counter() - t0)
-            cpu[variant].append(_children_cpu() - c0)
+            cpu[variant].append(record.metrics["cpu_s"])
             if record.status != "completed":
                 raise SystemExit(f"{variant} run failed: {record.digest}")
         print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
