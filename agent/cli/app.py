@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -60,8 +62,17 @@ def _route_pdf(argv: list[str]) -> list[str]:
     return argv
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    # Said here, at the signal: typer turns a KeyboardInterrupt into a silent exit 130 before main() could say it.
+    print("replicate: interrupted; the state is kept at the last finished step (see `replicate status`)",
+          file=sys.stderr, flush=True)  # fmt: skip
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _route_pdf(list(sys.argv[1:] if argv is None else argv))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupted)
     debug = os.environ.get("REPLICATE_DEBUG") == "1"
     try:
         app(args=args, prog_name="replicate")
@@ -79,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"replicate: error: {what}{where}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("replicate: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(130)  # the message was printed by _interrupted
 
 
 if __name__ == "__main__":

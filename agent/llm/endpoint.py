@@ -5,10 +5,10 @@ can help, and every failure named in one line with the endpoint.
 - The reply is streamed: a long call shows its tokens and elapsed time (`progress_sink`, set by the graph's spinner;
   a plain line every 15 s otherwise), and a call past `REPLICATE_LLM_MAX_CALL_S` (default 900 s) is stopped and
   treated as a cut-off reply.
-- HTTP timeouts: `REPLICATE_LLM_TIMEOUT` seconds (default 120) to connect and between streamed bytes, so a paused or
-  dead server fails in one line instead of waiting forever.
-- 429 and 5xx, dropped connections and timeouts are retried with bounded exponential backoff (3 retries, at most
-  30 s a wait, Retry-After honoured up to 60 s), then raise `LLMCallError` (the state stays resumable).
+- HTTP timeouts: `REPLICATE_LLM_TIMEOUT` seconds (default 300) to connect and between streamed bytes, so a paused or
+  dead server fails in one line instead of waiting forever (not retried: a busy server would get a second copy).
+- 429 and 5xx and dropped connections are retried with bounded exponential backoff (3 retries, at most 30 s a
+  wait, Retry-After honoured up to 60 s), then raise `LLMCallError` (the state stays resumable).
 - A 400 saying the prompt exceeds the context raises `ContextLengthError` (with the server's numbers, so the caller
   re-fits the prompt smaller: it is never resent unchanged); any other 4xx raises `LLMRefusedError` with what to
   change: both are deterministic, so the graph records them and asks the researcher.
@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,11 +33,11 @@ from typing import Any
 import httpx
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import BaseMessage
 
 from agent.errors import AgentError, LLMOutputError
 
-DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_TIMEOUT_S = 300.0  # a CPU server evaluating an 8k-token prompt can take minutes before its first byte
 DEFAULT_MAX_CALL_S = 900.0
 TRANSIENT_RETRIES = 3
 MAX_BACKOFF_S = 30.0
@@ -247,27 +248,53 @@ def _stream(model: BaseChatModel, messages: Sequence[BaseMessage], max_tokens: i
         return _whole(model, messages, max_tokens)
 
 
+@dataclass
+class _Streamed:
+    """What a streaming worker has received so far."""
+
+    total: Any = None
+    chunks: int = 0
+    finish: str = ""
+    error: BaseException | None = None
+
+
 def _stream_once(model: BaseChatModel, messages: Sequence[BaseMessage], max_tokens: int, show: Callable) -> tuple:
+    """Stream in a worker thread while this one keeps time: a server can hold a call open with keep-alive pings
+    and no tokens (a long prompt evaluation, a stuck generation), which no HTTP read timeout ever ends. At
+    max_call_s the call is given up as cut off ("time"); the daemon worker is left to drain the stream."""
+    got = _Streamed()
+    stop, done = threading.Event(), threading.Event()
+
+    def work() -> None:
+        stream: Any = None
+        try:
+            stream = model.stream(list(messages), **_token_limit(model, max_tokens))
+            for chunk in stream:
+                got.total = chunk if got.total is None else got.total + chunk
+                got.chunks += 1
+                got.finish = (chunk.response_metadata or {}).get("finish_reason") or got.finish
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - not swallowed: the caller's thread raises it
+            got.error = exc
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a generator: ends the HTTP response
+            done.set()
+
+    context = contextvars.copy_context()  # the progress sink and langchain's callbacks follow the call
+    threading.Thread(target=context.run, args=(work,), daemon=True, name="llm-stream").start()
     started = time.monotonic()
-    total: AIMessageChunk | None = None
-    chunks = 0
-    finish = ""
-    stream = model.stream(list(messages), **_token_limit(model, max_tokens))
-    try:
-        for chunk in stream:
-            total = chunk if total is None else total + chunk  # type: ignore[assignment]
-            chunks += 1
-            finish = (chunk.response_metadata or {}).get("finish_reason") or finish
-            elapsed = time.monotonic() - started
-            show(chunks, elapsed)
-            if elapsed > max_call_s():
-                finish = "time"
-                break
-    finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
-    return total, finish or "stop", chunks
+    while not done.wait(1.0):
+        elapsed = time.monotonic() - started
+        show(got.chunks, elapsed)
+        if elapsed > max_call_s():
+            stop.set()
+            return got.total, "time", got.chunks
+    if got.error is not None:
+        raise got.error
+    return got.total, got.finish or "stop", got.chunks
 
 
 def call(model: BaseChatModel, messages: Sequence[BaseMessage], *, max_tokens: int, prompt_name: str) -> Reply:
@@ -286,7 +313,14 @@ def call(model: BaseChatModel, messages: Sequence[BaseMessage], *, max_tokens: i
                 raise _context_error(exc, where, prompt_name) from exc
             else:
                 raise _refusal(exc, where, prompt_name, name) from exc
-        except (openai.APIConnectionError, openai.APITimeoutError, httpx.TransportError) as exc:
+        except (openai.APITimeoutError, httpx.TimeoutException) as exc:
+            # A server that does not answer within the timeout is busy or paused: sending the same prompt again
+            # would queue a second copy behind the first. Stop in one line; `replicate resume` tries again.
+            raise LLMCallError(
+                f"LLM call {prompt_name} to {name} at {where}: no answer within {timeout_s():.0f} s "
+                "(set REPLICATE_LLM_TIMEOUT to wait longer); the state is kept"
+            ) from exc
+        except (openai.APIConnectionError, httpx.TransportError) as exc:
             last = exc
         else:
             text = _text(message)

@@ -389,6 +389,14 @@ class _Call:
                 self.attempt -= 1  # a smaller prompt, not a retry of a reply
                 continue
             base = self.fitted.messages
+            if reply.finish_reason == "time" and not reply.text.strip():
+                message = (
+                    f"LLM call {self.prompt_name} to {self.name} at {reply.endpoint}: no token within "
+                    f"{endpoint.max_call_s():.0f} s (the server is too slow for a {self.fitted.prompt_tokens:,}-token "
+                    "prompt: raise REPLICATE_LLM_MAX_CALL_S, or lower --context-tokens); the state is kept"
+                )
+                self._log(messages, "(no reply within the time bound)", reply, message)
+                raise endpoint.LLMCallError(message)
             if reply.finish_reason in ("length", "time"):
                 room = int(self.window.tokens * 0.97) - self.fitted.prompt_tokens - 16
                 error = f"the reply was cut off at {max_tokens} tokens (finish reason {reply.finish_reason!r})"

@@ -6,6 +6,7 @@ window is used."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -54,6 +55,15 @@ def pause(seconds: float) -> Behaviour:
     return reply
 
 
+def keepalive(seconds: float) -> Behaviour:
+    """Headers, then only SSE comments (llama.cpp's pings) for `seconds`: no token, no HTTP timeout."""
+
+    def reply(body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        return 200, {"pings": seconds}, {}
+
+    return reply
+
+
 class Server:
     """An OpenAI-compatible chat server speaking server-sent events, with one scripted behaviour per request."""
 
@@ -76,6 +86,9 @@ class Server:
                 if status != 200:
                     self._send(status, json.dumps(payload).encode(), "application/json", headers)
                     return
+                if "pings" in payload:
+                    self._pings(payload["pings"])
+                    return
                 base = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": body["model"]}
                 events = [
                     {**base, "choices": [{"index": 0, "delta": {"content": payload["content"]},
@@ -97,6 +110,19 @@ class Server:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
+
+            def _pings(self, seconds: float) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                end = time.monotonic() + seconds
+                try:
+                    while time.monotonic() < end:
+                        self.wfile.write(b": ping\n\n")
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -234,3 +260,43 @@ def test_malformed_llm_is_refused_before_ingestion(tmp_path: Path, fashion_pdf: 
     assert "Traceback" not in result.stderr and "Ingested" not in result.stderr
     runs = Path.cwd() / "runs"
     assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()]
+
+
+def test_a_server_holding_the_call_open_with_pings_is_bounded_in_time(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("REPLICATE_LLM_MAX_CALL_S", "2")
+    server = Server([keepalive(6)])
+    started = time.monotonic()
+    with serving(server) as url, pytest.raises(endpoint.LLMCallError) as caught:
+        _call(url, tmp_path / "logs")
+    assert time.monotonic() - started < 5 and len(server.requests) == 1
+    assert "no token within 2 s" in str(caught.value) and url in str(caught.value)
+    assert "finish_reason: time" in _logs(tmp_path / "logs")[0]
+
+
+def test_ctrl_c_during_a_call_exits_130_with_a_message(tmp_path: Path, fashion_pdf: Path) -> None:
+    import signal
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)  # accepts (the kernel does) and never answers: a call that hangs until Ctrl-C
+    replicate = Path(sys.executable).parent / "replicate"
+    err = tmp_path / "stderr.txt"
+    llm = f"vllm:hang@http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    with err.open("w") as handle:
+        env = {**os.environ, "REPLICATE_PLAIN": "1"}
+        command = [str(replicate), str(fashion_pdf), "--llm", llm]
+        process = subprocess.Popen(command, stderr=handle, stdout=subprocess.DEVNULL, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while "Drafting the experiment spec" not in err.read_text() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            time.sleep(1)
+            process.send_signal(signal.SIGINT)
+            rc = process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            listener.close()
+    text = err.read_text()
+    assert rc == 130 and "replicate: interrupted" in text and "Traceback" not in text
