@@ -329,7 +329,22 @@ class _Call:
         self.counter = budget.TokenCounter.for_model(self.name)
         self.window = budget.context_window(model, self.name)
         self.attempt = 0
-        self.fitted = self._fit()
+        try:
+            self.fitted = self._fit()
+        except endpoint.PromptTooLargeError as exc:
+            self._log_refusal(exc)
+            raise
+
+    def _log_refusal(self, exc: endpoint.PromptTooLargeError) -> None:
+        """A prompt refused before any call is on disk too: what it held, and why it was not sent."""
+        if self.log_dir is None:
+            return
+        shown = {k: (v if isinstance(v, str) else f"[{type(v).__name__}]") for k, v in self.variables.items()}
+        messages = first_messages(self.prompt_name, self.template, shown, self.schema)
+        meta = {"prompt_name": self.prompt_name, "model": self.name, "attempt": 0, "valid": "no", "error": str(exc),
+                "endpoint": "(not sent)", "finish_reason": "(refused before the call)",
+                "window": f"{self.window.tokens} ({self.window.source})"}  # fmt: skip
+        _log_call(Path(self.log_dir), self.prompt_name, messages, "(not sent)", meta)
 
     def _fit(self) -> budget.Fitted:
         def build(values: dict[str, str], note: str) -> list[BaseMessage]:

@@ -129,6 +129,8 @@ def test_a_prompt_that_cannot_fit_is_refused_before_any_call(tmp_path, monkeypat
     assert "\n" not in message and "window is 1,024 tokens" in message and "--context-tokens" in message
     assert "scripted" in message and re.search(r"needs ~[\d,]+ tokens", message)
     assert not Path(str(script) + ".cursor.json").exists()  # no reply was consumed: no call was made
+    logged = list((tmp_path / "logs").glob("0*-demo-*.txt"))
+    assert len(logged) == 1 and "refused before the call" in logged[0].read_text(encoding="utf-8")
 
 
 def test_ledger_condensed_keeps_ids_compact() -> None:
