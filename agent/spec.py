@@ -301,13 +301,20 @@ def save_spec(spec: Spec, folder: Path, *, title: str = "", write_md: bool = Tru
     return json_path, md_path
 
 
+def read_spec_text(path: Path) -> str:
+    """The text of spec.md / spec.json; SpecError when it is missing or not UTF-8 text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SpecError(f"spec not found: {path}") from exc
+    except UnicodeDecodeError as exc:  # saved by an editor in another encoding, or overwritten with binary data
+        raise SpecError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+
+
 def load_spec(path: Path) -> Spec:
     """Load spec.json (or spec.md, by suffix)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SpecError(f"spec not found: {path}") from exc
+    text = read_spec_text(path)
     if path.suffix == ".md":
         return from_markdown(text)
     try:

@@ -204,22 +204,30 @@ def _batch(ix, path: Path, **kw) -> None:
     """One output line per input line: {"query_id", "hits": [{"id", "score"}]}; a bad line is an error on stderr."""
     if not path.is_file():
         raise PaperIndexError(f"cannot read queries: {path} does not exist")
-    bad = 0
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
+    bad: list[int] = []
+    answered = 0
+    with open(path, "rb") as fh:  # decoded line by line: a line that is not UTF-8 is one malformed line
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(raw.decode("utf-8"))  # UnicodeDecodeError is a ValueError
                 qid, text = str(obj["_id"]), str(obj["text"])
             except (ValueError, KeyError, TypeError):
-                bad += 1
-                print(f'replicate: skipping malformed query line {n} (want {{"_id", "text"}})', file=sys.stderr)
+                bad.append(n)
                 continue
             hits = ix.search(text, **kw)
+            answered += 1
             _echo_json({"query_id": qid, "hits": [{"id": h.id, "score": h.score} for h in hits]})
+    if bad and not answered:  # a binary file or another format: one line, not one note per "line"
+        raise PaperIndexError(
+            f'cannot read queries: no line of {path} is a JSON query {{"_id", "text"}} ({len(bad)} malformed lines, '
+            "or not UTF-8 text)"
+        )
+    for n in bad[:5]:
+        print(f'replicate: skipped malformed query line {n} (want {{"_id", "text"}})', file=sys.stderr)
     if bad:
-        print(f"replicate: {bad} malformed query lines skipped", file=sys.stderr)
+        print(f"replicate: {len(bad)} malformed query lines skipped", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

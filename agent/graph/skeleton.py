@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from agent.quotes import quote_in_text
-from agent.spec import SECTIONS, SpecError
+from agent.spec import SECTIONS, SpecError, read_spec_text
 from mlexp import atomic
 from retrieval.models import Claim, Paper, SetupItem
 
@@ -207,11 +207,7 @@ def _todo_paths(value: Any, where: str) -> list[str]:
 
 def check_filled(spec_md: Path) -> None:
     """Raise SpecError listing the TODO marks left in spec.md (read before the spec's own validation)."""
-    try:
-        text = spec_md.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SpecError(f"spec not found: {spec_md}") from exc
-    marks = unfilled(text)
+    marks = unfilled(read_spec_text(spec_md))  # SpecError when missing or not UTF-8
     if marks:
         shown = ", ".join(marks[:8]) + (f" and {len(marks) - 8} more" if len(marks) > 8 else "")
         raise SpecError(f"{spec_md} still has TODO marks to fill in: {shown}")

@@ -184,13 +184,14 @@ def _code_dir_of_run(folder: Path) -> Path | None:
 def load_target(target: str | Path, *, overrides: dict[str, Any] | None = None) -> TuneTarget:
     """Load and check a target's tune.yaml. Raises TuneTargetError with one line saying what is wrong."""
     tune_file = find_tune_file(Path(target))
+    asked = set(overrides or {})  # the researcher's --set keys, checked against the target below
     record = _run_record(Path(target)) if Path(target).is_dir() else None
     if record and isinstance(record.get("config"), dict):  # tuning a replication's run: start from its config
         run_config = {k: v for k, v in record["config"].items() if k not in ("seed", "smoke")}
         overrides = {**run_config, **(overrides or {})}
     try:
-        raw = yaml.safe_load(tune_file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        raw = yaml.safe_load(tune_file.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:  # a binary file is not YAML either
         raise TuneTargetError(f"{tune_file} is not readable YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise TuneTargetError(f"{tune_file} must be a mapping")
@@ -220,6 +221,14 @@ def load_target(target: str | Path, *, overrides: dict[str, Any] | None = None) 
             raise TuneTargetError(f"{tune_file}: protected file {name} not found in {root}")
     if spec.script in spec.protected:
         raise TuneTargetError(f"{tune_file}: the script {spec.script} cannot be protected (proposals edit it)")
+    known = set(spec.baseline) | set(spec.knobs) | set(spec.paths) | set((record or {}).get("config") or {})
+    if spec.budget_key:
+        known.add(spec.budget_key)
+    unknown = sorted(asked - known)
+    if unknown:  # a typo would otherwise reach the script, which ignores it: a silent no-op
+        raise TuneTargetError(
+            f"--set {', '.join(unknown)}: not a baseline key or knob of {tune_file} (known: {', '.join(sorted(known))})"
+        )
     baseline = dict(spec.baseline)
     baseline.update(overrides or {})
     for key in spec.paths:  # relative paths are relative to the target folder, which the workspace copy leaves

@@ -207,3 +207,30 @@ def test_a_read_only_home_is_one_line_for_status_and_search(tmp_path: Path) -> N
         one_line_error(cli("status", rc=1, env=env), "REPLICATE_HOME must be a writable folder")
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+# --------------------------------------------------------------------------- item 8: binary input; item 6: --set
+
+BINARY = bytes(range(256)) * 8  # not UTF-8 (0x80.. alone), with newlines in it
+
+
+def test_a_binary_spec_md_is_one_line_at_approve_edit() -> None:
+    state = seed("review_spec", "draft_spec")
+    Path(state["spec_md"]).write_bytes(BINARY)
+    one_line_error(cli("approve", RID, "--edit", rc=1, env={"EDITOR": "", "VISUAL": ""}), "not UTF-8 text")
+    assert status()["waiting"]["review"] == "spec"
+
+
+def test_a_binary_queries_file_is_one_line(tmp_path: Path) -> None:
+    queries = tmp_path / "queries.jsonl"
+    queries.write_bytes(BINARY)
+    one_line_error(cli("search", "--queries", str(queries), rc=1), "no line of", "not UTF-8")
+
+
+def test_a_binary_tune_yaml_and_an_unknown_set_key_are_one_line(tmp_path: Path) -> None:
+    from tests.agent.test_tune import toy_target
+
+    target = toy_target(tmp_path / "a")
+    one_line_error(cli("tune", str(target), "--budget", "1", "--set", "xx=1", rc=1), "--set xx", "known: ")
+    (target / "tune.yaml").write_bytes(BINARY)
+    one_line_error(cli("tune", str(target), "--budget", "1", rc=1), "tune.yaml is not readable YAML")
