@@ -259,12 +259,17 @@ class LLMProposer:
         return ("\n".join(blocks) or "(no hits)"), seen
 
     def propose(self, state: TuneState) -> Proposal:
-        papers, titles = self._papers(state)
+        note = ""
+        try:
+            papers, titles = self._papers(state)
+        except AgentError as exc:  # the literature step failed (window, endpoint): propose without papers, say so
+            note = f"literature search failed, proposed without papers: {exc}"
+            papers, titles = f"(the paper search step failed: {exc}; propose from your own knowledge, cite nothing)", {}
         reply = self._ask(state, papers)
         return Proposal(
             source="llm",
             summary=reply.summary,
-            rationale=reply.rationale,
+            rationale=f"[{note}] {reply.rationale}" if note else reply.rationale,
             config=dict(reply.config),
             edits=list(reply.edits),
             new_knobs=dict(reply.new_knobs),
