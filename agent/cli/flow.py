@@ -74,7 +74,9 @@ def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
     elif _advancing_elsewhere(rid):
         state = f"running {', '.join(snapshot.next)} in another replicate process (wait for it to pause)"
     else:
-        state = f"interrupted before {', '.join(snapshot.next)} (run `replicate resume {rid}`)"
+        from agent.cli.interrupted import interrupted_state  # a kill, a dead server, or another process: say which
+
+        state = interrupted_state(rid, list(snapshot.next))
     needs_you = _human_step(rid, waiting)
     if needs_you:
         state += " (needs you)"
