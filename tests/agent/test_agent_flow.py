@@ -228,21 +228,22 @@ def test_no_llm_then_malformed_output_confinement_and_crashing_code(tmp_path, fa
     make_script(script, fashion_pdf, fashion_mnist_dir, edit)
     cli = Cli(tmp_path, fashion_mnist_dir, None)
 
-    # No LLM configured: ingestion and retrieval run, then one line saying exactly what to set; exit 1.
-    result = cli(str(fashion_pdf), rc=1)
-    _one_line_error(result, "REPLICATE_LLM=openai:gpt-4.1", "OPENAI_API_KEY", "--llm", "replicate resume")
+    # No LLM configured: ingestion and retrieval run, then the spec skeleton is the researcher's, and it says so
+    # (the researcher's path is tests/agent/test_no_llm_flow.py); a reject with --llm asks a model to draft.
+    result = cli(str(fashion_pdf))
+    assert "No LLM configured" in result.stderr and "--llm" in result.stderr
     rid = _rid(result)
     values = cli.state(rid)
-    assert (
-        values["stage"] == "find_related" and Path(values["paper_json"]).is_file() and values["next"] == ["draft_spec"]
-    )
+    assert values["waiting"]["review"] == "spec" and values["waiting"]["skeleton"], values["waiting"]
+    assert values["stage"] == "draft_spec" and Path(values["paper_json"]).is_file()
     _one_line_error(cli("status", "no-such-id", rc=1), "no replication 'no-such-id'")
 
     # A dead LLM endpoint: one line with the resume hint, nothing recorded as the LLM's failure, state kept.
     with socket.socket() as sock:  # a free port with nothing listening: connection refused
         sock.bind(("127.0.0.1", 0))
         dead = f"vllm:some-model@http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    _one_line_error(cli("resume", rid, "--llm", dead, rc=1), "LLM call draft_spec to some-model failed", "resume")
+    rejected = cli("reject", rid, "--feedback", "draft it for me", "--llm", dead, rc=1)
+    _one_line_error(rejected, "LLM call draft_spec to some-model failed", "resume")
     values = cli.state(rid)
     assert values["next"] == ["draft_spec"] and not values.get("failures")
 

@@ -12,7 +12,9 @@ from langgraph.types import Command, interrupt
 from agent import paper_context, paths
 from agent.errors import LLMOutputError
 from agent.graph import skeleton
+from agent.graph import skeleton
 from agent.graph.answers import SpecAction, SpecAnswer, choices
+from agent.graph.nodes import manual
 from agent.graph.nodes import manual
 from agent.graph.nodes.common import (
     MAX_LLM_RETRIES,
@@ -187,6 +189,7 @@ def draft_spec(state: State, config: RunnableConfig) -> Command[Literal["review_
             "spec_json": str(json_path),
             "spec_md": str(md_path),
             "spec_version": state.get("spec_version", 0) + 1,
+            "spec_skeleton": False,  # a model's draft replaces a skeleton the researcher rejected
             "feedback": "",
             "llm_usage": usage(state),
             "stage": "draft_spec",
