@@ -87,7 +87,12 @@ def main(argv: list[str] | None = None) -> None:
             raise
         what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"replicate: error: {what}{where}", file=sys.stderr)
+        then = (
+            "; free space, then rerun (a replication goes on from its last step with `replicate resume ID`)"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else ""
+        )
+        print(f"replicate: error: {what}{where}{then}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)  # the message was printed by _interrupted

@@ -60,8 +60,6 @@ def _llm_settings(llm: str | None, context_tokens: int | None) -> None:
         load_chat_model(llm)  # a malformed spec or a missing key is one line now, before ingestion and search
 
 
-
-
 def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
     values = dict(snapshot.values)
     waiting = flow.waiting_for(snapshot)
@@ -69,6 +67,9 @@ def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
         state = f"waiting for {waiting['review']} review" if waiting["review"] != "question" else "waiting: question"
     elif values.get("stopped"):
         state = "stopped"
+    elif not snapshot.next and _cut_short(snapshot):
+        step = values.get("stage") or "ingest_paper"
+        state = f"incomplete: the checkpoint of {step} was cut short (disk full?): `replicate resume {rid}` redoes it"
     elif not snapshot.next:
         state = "finished"
     elif _advancing_elsewhere(rid):
@@ -180,7 +181,15 @@ def _advancing_elsewhere(rid: str) -> bool:
     return False
 
 
-def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool, expect: str | None = None) -> None:
+def _cut_short(snapshot: Any) -> bool:
+    from agent.graph.recovery import cut_short
+
+    return cut_short(snapshot)
+
+
+def _advance(
+    rid: str, payload: Any, *, llm: str | None, auto_approve: bool, expect: str | None = None, redo: bool = False
+) -> None:
     """Run the graph, then print where it stands; explain what to set when no LLM is configured.
 
     `expect` is the review an answer was made for: checked again under the lock, so an answer never reaches a
@@ -191,6 +200,10 @@ def _advance(rid: str, payload: Any, *, llm: str | None, auto_approve: bool, exp
     )
 
     with _exclusive(rid), flow.open_graph() as graph:
+        if redo:  # a cut-short checkpoint (see agent.graph.recovery): run its last step again
+            from agent.graph.recovery import rearm
+
+            out.print(f"{rid}: the last checkpoint was cut short; running {rearm(graph, rid)} again")
         if expect is not None:
             waiting = flow.waiting_for(flow.snapshot_of(graph, rid))
             if not waiting or waiting["review"] != expect:
@@ -410,12 +423,13 @@ def resume(
             _print_outcome(rid, info)
             raise typer.Exit(EXIT_WAITING_UNATTENDED)
         payload: Any = flow.Command(resume={"action": "approve"})
-    elif not info["next"]:
+    elif not info["next"] and not info["state"].startswith("incomplete"):
         _print_outcome(rid, info)
         return
     else:
         payload = None
-    _advance(rid, payload, llm=llm, auto_approve=auto_approve, expect=(info["waiting"] or {}).get("review"))
+    redo = not info["waiting"] and not info["next"]  # incomplete: redo the step whose checkpoint was cut short
+    _advance(rid, payload, llm=llm, auto_approve=auto_approve, expect=(info["waiting"] or {}).get("review"), redo=redo)
 
 
 def register(app: typer.Typer) -> None:

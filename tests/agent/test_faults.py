@@ -34,8 +34,8 @@ def one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
     """The failure is exactly one `replicate: error:` line on stderr, no traceback, and says each needle."""
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("replicate: error:"), result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("replicate: error:")]
+    assert len(lines) == 1, result.stderr  # progress lines ("... Reading") may come before it
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
@@ -234,3 +234,51 @@ def test_a_binary_tune_yaml_and_an_unknown_set_key_are_one_line(tmp_path: Path) 
     one_line_error(cli("tune", str(target), "--budget", "1", "--set", "xx=1", rc=1), "--set xx", "known: ")
     (target / "tune.yaml").write_bytes(BINARY)
     one_line_error(cli("tune", str(target), "--budget", "1", rc=1), "tune.yaml is not readable YAML")
+
+
+# --------------------------------------------------------------------------- item 4: disk full while starting
+
+EXAMPLE_PDF = Path(__file__).resolve().parents[2] / "examples" / "fashion-mnist-xiao2017.pdf"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A tmpfs of a given size (a full disk for real, not a mock); skipped where mounting is not allowed."""
+    mounts: list[Path] = []
+
+    def mount(name: str, size: str) -> Path:
+        where = tmp_path / name
+        where.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        )
+        if result.returncode:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {result.stderr.decode().strip()}")
+        mounts.append(where)
+        return where
+
+    yield mount
+    for where in mounts:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@pytest.mark.parametrize("full", ["home", "project"])
+def test_disk_full_while_starting_is_one_line_and_resume_goes_on(small_disk, tmp_path: Path, full: str) -> None:
+    import shutil
+
+    disk = small_disk("disk", "100k")
+    home, project = Path(os.environ["REPLICATE_HOME"]), Path(os.environ["REPLICATE_PROJECT_DIR"])
+    env = {"REPLICATE_HOME": str(disk / "home")} if full == "home" else {"REPLICATE_PROJECT_DIR": str(disk / "proj")}
+    started = cli(str(EXAMPLE_PDF), "--no-llm", rc=1, env=env)
+    one_line_error(started, "disk", "full", "resume")
+    # Free space: the same files on a disk with room.
+    if full == "home":
+        shutil.rmtree(home)
+        shutil.copytree(disk / "home", home)
+    else:
+        shutil.rmtree(project)
+        shutil.copytree(disk / "proj", project)
+    (rid,) = [p.name for p in (project / "runs").iterdir()]
+    assert status(rid)["state"] != "finished", "a replication that never ran is not 'finished'"
+    cli("resume", rid)
+    assert status(rid)["waiting"]["review"] == "spec"
