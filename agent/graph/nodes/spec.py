@@ -12,9 +12,7 @@ from langgraph.types import Command, interrupt
 from agent import paper_context, paths
 from agent.errors import LLMOutputError
 from agent.graph import skeleton
-from agent.graph import skeleton
 from agent.graph.answers import SpecAction, SpecAnswer, choices
-from agent.graph.nodes import manual
 from agent.graph.nodes import manual
 from agent.graph.nodes.common import (
     MAX_LLM_RETRIES,
