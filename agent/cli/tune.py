@@ -35,7 +35,9 @@ def _open_index(index_dir: Path | None, required: bool):
 
 
 def tune_cmd(
-    target: Annotated[Path, typer.Argument(help="Experiment folder (or script / tune.yaml / replication run dir).")],
+    target: Annotated[
+        Path | None, typer.Argument(help="Experiment folder (or script / tune.yaml / replication run dir).")
+    ] = None,
     budget: Annotated[int, typer.Option("--budget", help="Number of trials after the baseline.")] = 20,
     trial_time: Annotated[str, typer.Option("--trial-time", help="Training time per trial: 90s, 5m, 1h.")] = "5m",
     proposer: Annotated[
@@ -65,6 +67,9 @@ def tune_cmd(
     ] = 0,
     index_dir: Annotated[Path | None, typer.Option("--index-dir", help="Paper index folder.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Tune dir (default: runs/tune-NAME-TIME).")] = None,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Go on with the killed tune in DIR (also: the same --out again).")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a baseline config key: key=value.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.")] = 0,
     smoke: Annotated[bool, typer.Option("--smoke", help="Run every trial in SMOKE mode (seconds).")] = False,
@@ -76,6 +81,14 @@ def tune_cmd(
     from agent.tune.target import TuneError, parse_assignments, parse_duration
     from agent.tune.tuner import TuneOptions, TuneResult, run_tune
 
+    if resume is not None:
+        from agent.tune.resume import holds_run
+
+        if not holds_run(resume):
+            raise TuneError(f"--resume {resume}: not a tune dir (no target.json and work/ in it)")
+        out = resume
+    elif target is None:
+        raise TuneError("give the experiment to tune (a folder, script or tune.yaml), or --resume DIR")
     spec = configured_spec(llm)
     chosen = proposer or ("hybrid" if spec else "optuna")
     if chosen not in get_args(ProposerName):
@@ -107,10 +120,11 @@ def tune_cmd(
         seed=seed,
     )
     result: TuneResult | ABResult
+    source = cast(Path, target or out)  # one of them is given, checked above
     if ab:
-        result = run_ab(target, opts, tune_dir=out, log=typer.echo, index=index)
+        result = run_ab(source, opts, tune_dir=out, log=typer.echo, index=index)
     else:
-        result = run_tune(target, opts, tune_dir=out, log=typer.echo, index=index)
+        result = run_tune(source, opts, tune_dir=out, log=typer.echo, index=index)
     typer.echo(result.summary_line())
 
 

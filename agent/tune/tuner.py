@@ -156,6 +156,7 @@ class Tuner:
         log: Callable[[str], None] = print,
         model: BaseChatModel | None = None,
         index: PaperIndex | None = None,
+        resume: bool = False,
     ):
         if opts.budget < 0 or opts.seeds < 1 or opts.baseline_seeds < 2 or opts.parallel < 1:
             raise TuneError(
@@ -165,8 +166,10 @@ class Tuner:
             raise TuneError(f"--confidence must be between 0.5 and 1, got {opts.confidence}")
         self.target, self.opts, self.tune_dir, self.log = target, opts, Path(tune_dir).resolve(), log
         self.ws = Workspace(self.tune_dir)
-        if self.ws.repo.exists():
-            raise TuneError(f"{self.tune_dir} already holds a tune run; choose another --out")
+        if self.ws.repo.exists() and not resume:
+            raise TuneError(f"{self.tune_dir} already holds a tune run; choose another --out, or --resume it")
+        self.resume = resume  # go on from the ledger, work repo and study in tune_dir (agent.tune.resume)
+        self.done: set[int] = set()  # trial numbers with a ledger row: never run again
         self.tune_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.tune_dir)
         self.knobs: dict[str, Knob] = dict(target.knobs)
@@ -292,18 +295,25 @@ class Tuner:
 
     # -- the loop --------------------------------------------------------------------------------------------------
     def run(self) -> TuneResult:
-        self.tune_dir.mkdir(parents=True, exist_ok=True)
-        base_commit = self.ws.create(self.target.root)
-        atomic.write_json(
-            self.tune_dir / "target.json",
-            {
-                "target": self.target.model_dump(mode="json"),
-                "options": self.opts.public(),
-                "baseline_commit": base_commit,
-            },
-        )
-        self.incumbent = Incumbent(commit=base_commit, config=self._config_for(self.target.baseline, None))
-        self._baseline()
+        if self.resume:
+            from agent.tune.resume import restore
+
+            restore(self)  # ledger rows, incumbent, finished trials; the killed trial's leftovers removed
+            self.log(f"[tune] resuming {self.tune_dir}: {len(self.done)} finished trial(s) kept, not run again")
+        else:
+            self.tune_dir.mkdir(parents=True, exist_ok=True)
+            base_commit = self.ws.create(self.target.root)
+            atomic.write_json(
+                self.tune_dir / "target.json",
+                {
+                    "target": self.target.model_dump(mode="json"),
+                    "options": self.opts.public(),
+                    "baseline_commit": base_commit,
+                },
+            )
+            self.incumbent = Incumbent(commit=base_commit, config=self._config_for(self.target.baseline, None))
+        if 0 not in self.done:
+            self._baseline()
         self.noise = self._noise()
         self.log(
             f"[tune] noise floor: seed std {self.noise.std:.4g} (df {self.noise.df}); "
@@ -437,6 +447,8 @@ class Tuner:
                 while next_number <= self.opts.budget and len(running) < self.opts.parallel:
                     number = next_number
                     next_number += 1
+                    if number in self.done:  # resumed: this trial has its ledger row
+                        continue
                     proposal, base_commit, base_config = self._propose(number)
                     config = self._config_for(base_config, proposal)
                     problems = self._problems(proposal, config, base_config)
@@ -629,7 +641,12 @@ def run_tune(
 ) -> TuneResult:
     """Load the target (unless given) and run one tune. Raises TuneError/TuneTargetError with one-line messages."""
     from agent.paths import runs_dir
+    from agent.tune import resume
 
+    if tune_dir is not None and resume.holds_run(tune_dir):  # `--resume DIR`, or the same command run again
+        resume.check_options(tune_dir, opts)
+        spec = resume.stored_target(tune_dir)
+        return Tuner(spec, opts, Path(tune_dir), log=log, model=model, index=index, resume=True).run()
     spec = target if isinstance(target, TuneTarget) else load_target(target, overrides=opts.overrides)
     out = Path(tune_dir) if tune_dir else default_tune_dir(spec, runs_dir())
     return Tuner(spec, opts, out, log=log, model=model, index=index).run()
