@@ -35,6 +35,7 @@ from retrieval.arxiv_import import file_size, read_batches
 from retrieval.chunking import chunk_pages
 from retrieval.docstore import DocStore
 from retrieval.errors import IngestError, PaperIndexError
+from retrieval.import_lock import one_importer
 from retrieval.index_models import AddReport, Hit, ImportStats, as_date, snippet
 from retrieval.keyword import KeywordIndex, KeywordUnit
 from retrieval.progress import Progress
@@ -200,6 +201,7 @@ class PaperIndex:
         return others[0] if others else None
 
     # -- import ------------------------------------------------------------------------------------------------
+    @one_importer  # a second importer into this index is refused with what to do (retrieval.import_lock)
     def import_jsonl(self, path: str | Path, *, progress: bool = True, batch_size: int = 5000) -> ImportStats:
         """Stream an arXiv-snapshot-layout JSONL(.gz) file into the index; resumes from its last committed batch."""
         path = Path(path).expanduser()

@@ -282,3 +282,29 @@ def test_disk_full_while_starting_is_one_line_and_resume_goes_on(small_disk, tmp
     assert status(rid)["state"] != "finished", "a replication that never ran is not 'finished'"
     cli("resume", rid)
     assert status(rid)["waiting"]["review"] == "spec"
+
+
+# --------------------------------------------------------------------------- item 7: two imports of one file
+
+
+def test_a_second_import_into_the_same_index_is_refused_on_one_line(tmp_path: Path) -> None:
+    import json
+    import time
+
+    records = tmp_path / "records.jsonl"
+    with records.open("w", encoding="utf-8") as out:
+        for i in range(40_000):  # a few seconds of import, so the second one starts while the first runs
+            out.write(json.dumps({"id": f"2501.{i:05d}", "title": f"Paper {i} on learning", "abstract": f"We {i}.",
+                                  "categories": "cs.LG", "update_date": "2025-01-02"}) + "\n")  # fmt: skip
+    lock = Path(os.environ["REPLICATE_HOME"]) / "index" / ".import.lock"
+    first = subprocess.Popen([str(REPLICATE), "index", "import", str(records)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = cli("index", "import", str(records), rc=1)
+    one_line_error(second, "another `replicate index import` is writing the index", "rerun")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0 and "Traceback" not in err, err
+    again = cli("index", "import", str(records))  # after the first: the file is done, nothing stored twice
+    assert "Traceback" not in again.stderr
