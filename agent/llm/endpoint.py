@@ -318,7 +318,7 @@ def call(model: BaseChatModel, messages: Sequence[BaseMessage], *, max_tokens: i
             # would queue a second copy behind the first. Stop in one line; `replicate resume` tries again.
             raise LLMCallError(
                 f"LLM call {prompt_name} to {name} at {where}: no answer within {timeout_s():.0f} s "
-                "(set REPLICATE_LLM_TIMEOUT to wait longer); the state is kept"
+                "(set REPLICATE_LLM_TIMEOUT to wait longer)"
             ) from exc
         except (openai.APIConnectionError, httpx.TransportError) as exc:
             last = exc

@@ -221,7 +221,7 @@ def first_messages(
     `note` (agent.llm.budget) says what was left out to fit the model's window and how to ask for it.
     """
     user = prompts.render(template, variables)
-    schema_text = json.dumps(schema.model_json_schema(), separators=(",", ":"))
+    schema_text = json.dumps(budget.compact_schema(schema.model_json_schema()), separators=(",", ":"))
     return [
         SystemMessage(prompts.render(prompts.SYSTEM, {"prompt_name": prompt_name})),
         HumanMessage(
@@ -408,12 +408,12 @@ class _Call:
                 message = (
                     f"LLM call {self.prompt_name} to {self.name} at {reply.endpoint}: no token within "
                     f"{endpoint.max_call_s():.0f} s (the server is too slow for a {self.fitted.prompt_tokens:,}-token "
-                    "prompt: raise REPLICATE_LLM_MAX_CALL_S, or lower --context-tokens); the state is kept"
+                    "prompt: raise REPLICATE_LLM_MAX_CALL_S, or lower --context-tokens)"
                 )
                 self._log(messages, "(no reply within the time bound)", reply, message)
                 raise endpoint.LLMCallError(message)
             if reply.finish_reason in ("length", "time"):
-                room = int(self.window.tokens * 0.97) - self.fitted.prompt_tokens - 16
+                room = int(self.window.tokens * budget.SLACK) - self.fitted.prompt_tokens - 16
                 error = f"the reply was cut off at {max_tokens} tokens (finish reason {reply.finish_reason!r})"
                 advice = "Reply again with the complete JSON object."
                 if max_tokens >= room or reply.finish_reason == "time":

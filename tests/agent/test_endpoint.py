@@ -258,7 +258,7 @@ def test_malformed_llm_is_refused_before_ingestion(tmp_path: Path, fashion_pdf: 
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 1 and "unknown LLM kind 'bogus'" in result.stderr
     assert "Traceback" not in result.stderr and "Ingested" not in result.stderr
-    runs = Path.cwd() / "runs"
+    runs = Path(os.environ["REPLICATE_PROJECT_DIR"]) / "runs"
     assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()]
 
 

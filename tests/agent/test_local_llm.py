@@ -24,7 +24,9 @@ pytestmark = pytest.mark.local_llm
 
 URL = os.environ.get("REPLICATE_LOCAL_LLM_URL", "http://127.0.0.1:8011/v1")
 WINDOW = int(os.environ.get("REPLICATE_LOCAL_LLM_WINDOW", "8192"))
-MAX_CALL_S = 300  # per call (REPLICATE_LLM_MAX_CALL_S); the whole start is bounded by the subprocess timeout
+# Per call (REPLICATE_LLM_MAX_CALL_S): a 135M model on a busy CPU writes ~2 tokens/s, so the bound, not the model,
+# ends most calls; the whole start is bounded by the subprocess timeout.
+MAX_CALL_S = int(os.environ.get("REPLICATE_LOCAL_LLM_MAX_CALL_S", "300"))
 REPLICATE = Path(sys.executable).parent / "replicate"
 
 
@@ -33,7 +35,9 @@ def _served_model() -> str:
         with urllib.request.urlopen(f"{URL}/models", timeout=5) as response:
             listing = json.loads(response.read())
     except (OSError, ValueError) as exc:
-        pytest.skip(f"no OpenAI-compatible server answers at {URL} ({exc}); start one: bash ../shared/tools/local-llm.sh start")
+        pytest.skip(
+            f"no OpenAI-compatible server answers at {URL} ({exc}); start one: bash ../shared/tools/local-llm.sh start"
+        )
     return listing["data"][0]["id"]
 
 
@@ -55,13 +59,19 @@ def test_replicate_paper_against_a_local_server(tmp_path: Path, fashion_pdf: Pat
     rid = re.search(r"Replication (\S+)", result.stdout).group(1)
     project = Path(os.environ["REPLICATE_PROJECT_DIR"])
     state = json.loads((project / "runs" / rid / "state.json").read_text(encoding="utf-8"))
-    # Ends at a checkpoint a person can act on: the spec review, or a question saying what went wrong and what to do.
-    assert result.returncode == 0, result.stderr
+    # Ends at a checkpoint a person can act on: the spec review, or a question saying what went wrong and what to do;
+    # or, when the server is too slow for the time bound, one line naming it with the state kept for `resume`.
     waiting = state.get("waiting") or {}
-    assert waiting.get("review") in ("spec", "question"), state
-    if waiting["review"] == "question":
-        assert "next: replicate approve" in result.stdout and waiting["question"].strip()
-        assert state["failures"] and state["failures"][-1]["node"] == "draft_spec"
+    if result.returncode == 0:
+        assert waiting.get("review") in ("spec", "question"), state
+        if waiting["review"] == "question":
+            assert "next: replicate approve" in result.stdout and waiting["question"].strip()
+            assert state["failures"] and state["failures"][-1]["node"] == "draft_spec"
+    else:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("replicate: error:")]
+        assert result.returncode == 1 and len(errors) == 1, result.stderr
+        assert URL.rstrip("/") in errors[0] and f"replicate resume {rid}" in errors[0]
+        assert state.get("paper_json") and state.get("next") == ["draft_spec"]
     logs = sorted((project / "runs" / rid / "llm_logs").glob("0*-draft_spec-*.txt"))
     assert logs, "no call was logged"
     for path in logs:
