@@ -138,7 +138,7 @@ def _copy_tree(source: Path, target: Path) -> list[str]:
     return copied
 
 
-def take_code(state: State, source: Path) -> Command[Literal["run_smoke", "await_code"]]:
+def take_code(state: State, source: Path) -> Command[Any]:  # Any: Command is invariant; callers route to both
     """Commit the researcher's code (from `source`, or as they left it in runs/<ID>/code/) and go to the smoke run."""
     cdir = code_dir(state["id"])
     codedir.ensure_repo(cdir)
@@ -163,7 +163,7 @@ def take_code(state: State, source: Path) -> Command[Literal["run_smoke", "await
     )
 
 
-def code_step(state: State) -> Command[Literal["run_smoke", "await_code"]]:
+def code_step(state: State) -> Command[Any]:  # Any: implement_code routes to run_smoke and await_code
     """implement_code's researcher branch: the code given at the start, else wait for it."""
     if state.get("given_code"):
         return take_code(state, Path(state["given_code"]))
@@ -171,7 +171,7 @@ def code_step(state: State) -> Command[Literal["run_smoke", "await_code"]]:
     return Command(goto="await_code", update={"stage": "implement_code"})
 
 
-def smoke_failed(state: State, update: dict[str, Any], problems: list[str]) -> Command[Literal["await_code"]]:
+def smoke_failed(state: State, update: dict[str, Any], problems: list[str]) -> Command[Any]:  # Any: invariant
     """run_smoke's branch for the researcher's code: record the failure and wait for their fix (no model loop)."""
     failures = add_failure(state, "run_smoke", "smoke_failed", "; ".join(problems)[:2000])
     say("The code is yours to fix; the digest is in `replicate status " + state["id"] + "`", style="red")
