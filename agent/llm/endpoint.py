@@ -340,7 +340,7 @@ def call(model: BaseChatModel, messages: Sequence[BaseMessage], *, max_tokens: i
             print(f"... {prompt_name}: {where} failed ({_kind(last)}), retrying in {wait:.0f} s", file=sys.stderr)
             backoff_sleep(wait)
     raise LLMCallError(
-        f"LLM call {prompt_name} to {name} at {where} failed {TRANSIENT_RETRIES + 1} times: {_kind(last)}"
+        f"LLM call {prompt_name} to {name} failed at {where}, {TRANSIENT_RETRIES + 1} attempts: {_kind(last)}"
         + (" (set REPLICATE_LLM_TIMEOUT to wait longer)" if isinstance(last, openai.APITimeoutError) else "")
     ) from last
 
