@@ -175,3 +175,15 @@ def test_missing_data_or_code_is_one_line_before_anything_is_created(tmp_path: P
     assert result.returncode == 1 and "has no train.py" in result.stderr and not (project / "runs").exists()
     result = _replicate(str(EXAMPLE_PDF), "--no-llm", "--llm", "openai:gpt-4.1", env={})
     assert result.returncode == 1 and "contradict" in result.stderr
+
+
+def test_with_no_llm_configured_the_skeleton_is_the_researchers_and_it_says_so() -> None:
+    result = _replicate(str(EXAMPLE_PDF), env={})  # conftest clears REPLICATE_LLM and the API keys
+    assert result.returncode == 0, result.stderr
+    assert "No LLM configured" in result.stderr and "--no-llm" in result.stderr
+    rid = re.search(r"Replication (\S+)", result.stdout).group(1)  # type: ignore[union-attr]
+    assert "(needs you)" in result.stdout and "needs you: spec.md is a skeleton" in result.stdout
+    unattended = _replicate("resume", rid, "--auto-approve", env={})  # --auto-approve never fills in a skeleton
+    assert unattended.returncode == 2 and "needs you" in unattended.stdout, unattended.stderr
+    listing = _replicate("status", env={})
+    assert rid in listing.stdout and "needs you" in listing.stdout
