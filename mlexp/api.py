@@ -174,23 +174,25 @@ def run_script(script: Path, config: dict, options: RunOptions | None = None, /,
     """
     opts = make_options(options, fields)
     prep = _prepare(validate(script, opts), config, opts)
-    earlier = prep.registry.get(prep.identity)
-    if earlier is not None and earlier.status == "completed" and not opts.force:
-        if opts.on_line:
-            opts.on_line(f"[mlexp] {prep.identity} already completed at {earlier.ended_at}: skipped "
-                         "(force=True reruns it)")
-        return earlier.model_copy(update={"skipped": True})
-    if earlier is not None and earlier.status == "running":
-        raise RegistryError(
-            f"run {prep.identity} is already running (pid {earlier.runner_pid} on {earlier.runner_host})"
-        )
-    free_mb = shutil.disk_usage(prep.runs_root).free / 2**20
-    if free_mb < opts.min_free_mb:
-        raise RunDirError(
-            f"disk full: only {free_mb:.0f} MB free under {prep.runs_root} (need {opts.min_free_mb:.0f} MB)"
-        )
-    record = _new_record(prep, opts)
-    _start(prep, record, opts)
+    with prep.registry.claiming():  # the check and the `running` entry under one lock: one runner per identity
+        earlier = prep.registry.get(prep.identity)
+        if earlier is not None and earlier.status == "completed" and not opts.force:
+            if opts.on_line:
+                opts.on_line(f"[mlexp] {prep.identity} already completed at {earlier.ended_at}: skipped "
+                             "(force=True reruns it)")  # fmt: skip
+            return earlier.model_copy(update={"skipped": True})
+        if earlier is not None and earlier.status == "running":
+            raise RegistryError(
+                f"run {prep.identity} is already running (pid {earlier.runner_pid} on {earlier.runner_host}); "
+                "wait for it, or see `replicate runs list`"
+            )
+        free_mb = shutil.disk_usage(prep.runs_root).free / 2**20
+        if free_mb < opts.min_free_mb:
+            raise RunDirError(
+                f"disk full: only {free_mb:.0f} MB free under {prep.runs_root} (need {opts.min_free_mb:.0f} MB)"
+            )
+        record = _new_record(prep, opts)
+        _start(prep, record, opts)
     spec = _launch_spec(prep, record, opts)
     before = run_fingerprint(opts.protected_paths, spec.data_paths)
     t0 = time.monotonic()

@@ -88,6 +88,11 @@ class Registry:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {"version": 1, "runs": {}}
+        except UnicodeDecodeError as exc:  # overwritten with binary data: as unparsable as bad JSON, never rewritten
+            raise RegistryError(
+                f"registry {self.path} is not valid registry JSON (not UTF-8 text: {exc.reason} at byte {exc.start}); "
+                "fix or move it"
+            ) from exc
         except OSError as exc:
             raise RegistryError(f"cannot read registry {self.path}: {exc.strerror or exc}") from exc
         try:
@@ -122,6 +127,13 @@ class Registry:
             yield
         finally:
             self.lock.release()
+
+    @contextmanager
+    def claiming(self) -> Iterator[None]:
+        """Hold the registry lock across a check and the registration it decides: `get` and `put` inside take the
+        same (re-entrant) lock again, so two runners of one identity cannot both find it free and both run it."""
+        with self._locked():
+            yield
 
     def _reap(self, data: dict[str, Any]) -> bool:
         """Turn `running` entries whose runner died on this host into failed/killed. Returns True if changed."""

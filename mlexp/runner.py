@@ -53,7 +53,9 @@ SECRET_PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{16,}"),
 ]
 STEP_LINE = re.compile(r"step\s+(\d+)\s*/\s*(\d+).*?([\d.eE+-]+)\s*s/step.*?ETA\s+(\d+:\d{2}:\d{2})")
-MEMORY_HINTS = ("MemoryError", "CUDA out of memory", "OutOfMemoryError", "Cannot allocate memory", "std::bad_alloc")
+MEMORY_HINTS = ("MemoryError", "CUDA out of memory", "OutOfMemoryError", "Cannot allocate memory", "std::bad_alloc",
+                # the loader under a per-process limit (RLIMIT_AS) too small to map the interpreter's libraries
+                "failed to map segment from shared object")  # fmt: skip
 KILL_GRACE_S = 3.0
 MAX_FINAL_LINES = 100_000
 

@@ -75,7 +75,7 @@ def show_cmd(run_id: str = typer.Argument(..., help="identity or a unique prefix
 @runs_app.command("tail")
 def tail_cmd(
     run_id: str = typer.Argument(..., help="identity or a unique prefix"),
-    lines: int = typer.Option(40, "-n", "--lines"),
+    lines: int = typer.Option(40, "-n", "--lines", min=0, help="how many last lines (0: none, with -f: only new)"),
     follow: bool = typer.Option(False, "-f", "--follow", help="keep printing while the run is running"),
     root: Path | None = ROOT_OPTION,
 ):
@@ -89,7 +89,7 @@ def tail_cmd(
     if not path.exists():
         raise RunDirError(f"run {r.identity} has no console.log or training.log in {r.run_dir}")
     text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for line in text[-lines:]:
+    for line in text[len(text) - lines :] if lines else []:  # text[-0:] would be the whole log
         typer.echo(line)
     if follow:
         offset = path.stat().st_size
@@ -155,6 +155,9 @@ def run_cmd(
         cfg = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {config} does not exist") from exc
+    except UnicodeDecodeError as exc:  # a binary file passed as the config
+        why = f"{exc.reason} at byte {exc.start}"
+        raise ConfigError(f"config {config} is not UTF-8 text ({why}): give a YAML or JSON file") from exc
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read config {config}: {' '.join(str(exc).split())}") from exc
     record = mlexp.run_script(
