@@ -14,6 +14,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from agent import paths
 from agent.errors import AgentError, ReviewError
 
 NO_LLM_OPTION = typer.Option(
@@ -41,7 +42,10 @@ def start_inputs(
         with_local_data(load_spec(spec))  # types and data now; the ledger check runs once the paper is read
         fields["given_spec"] = str(spec.resolve())
     if code is not None:
+        runs = paths.runs_dir().resolve()
         problem = code_problem(code)
+        if problem is None and (runs == code.resolve() or code.resolve() in runs.parents):
+            problem = f"{code} holds the project's runs/ folder: give the folder with just your code"
         if problem:
             raise AgentError(f"--code: {problem}")
         fields["given_code"] = str(code.resolve())
@@ -50,10 +54,10 @@ def start_inputs(
 
 def code_answer(rid: str, waiting: dict[str, Any], code: Path | None) -> dict[str, Any]:
     """The resume value for the code review, checked: the folder given, or the code left in runs/<ID>/code/."""
-    from agent.graph.nodes.manual import code_problem
+    from agent.graph.nodes.manual import code_problem, nesting_problem
 
     source = code if code is not None else Path(waiting["code_dir"])
-    problem = code_problem(source)
+    problem = code_problem(source) or nesting_problem(source, Path(waiting["code_dir"]))
     if problem:
         where = "--code" if code is not None else f"no --code given and {waiting['code_dir']}"
         raise ReviewError(f"{where}: {problem}; the code review of {rid} still waits")

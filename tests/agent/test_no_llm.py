@@ -173,6 +173,9 @@ def test_missing_data_or_code_is_one_line_before_anything_is_created(tmp_path: P
 
     result = _replicate(str(EXAMPLE_PDF), "--no-llm", "--code", str(empty), env={})
     assert result.returncode == 1 and "has no train.py" in result.stderr and not (project / "runs").exists()
+    (project / "train.py").write_text("print('x')\n", encoding="utf-8")  # a code folder that holds runs/
+    result = _replicate(str(EXAMPLE_PDF), "--no-llm", "--code", str(project), env={})
+    assert result.returncode == 1 and "holds the project's runs/ folder" in result.stderr
     result = _replicate(str(EXAMPLE_PDF), "--no-llm", "--llm", "openai:gpt-4.1", env={})
     assert result.returncode == 1 and "contradict" in result.stderr
 

@@ -121,6 +121,17 @@ def code_problem(source: Path) -> str | None:
     return None
 
 
+def nesting_problem(source: Path, cdir: Path) -> str | None:
+    """Why `source` cannot be copied into the code dir `cdir`: one inside the other (copying would delete the source,
+    or copy the replication's own runs into its code), or None."""
+    source, cdir = source.resolve(), cdir.resolve()
+    if source != cdir and cdir in source.parents:
+        return f"{source} is inside the code dir {cdir}: give the code dir itself, or a folder outside it"
+    if source != cdir and source in cdir.parents:
+        return f"{source} holds the replication's own code dir {cdir}: give the folder with just your code"
+    return None
+
+
 def _copy_tree(source: Path, target: Path) -> list[str]:
     """Make `target` (a git work tree) hold exactly the files of `source`; returns the relative paths copied."""
     for old in target.iterdir():
@@ -142,7 +153,7 @@ def take_code(state: State, source: Path) -> Command[Any]:  # Any: Command is in
     """Commit the researcher's code (from `source`, or as they left it in runs/<ID>/code/) and go to the smoke run."""
     cdir = code_dir(state["id"])
     codedir.ensure_repo(cdir)
-    problem = code_problem(source)
+    problem = code_problem(source) or nesting_problem(source, cdir)
     if problem:  # the CLI checks first; this is a folder that changed in between
         return Command(goto="await_code", update={"warnings": add_warning(state, f"code not taken: {problem}")})
     if source.resolve() != cdir.resolve():
