@@ -116,6 +116,21 @@ def _disk_error(exc: OSError, what: str) -> RunDirError:
     return RunDirError(f"cannot {what}: {reason}{where}")
 
 
+RESERVE = ".mlexp-reserve"  # ballast in the run dir, freed before the results are written (see _reserve)
+
+
+def _reserve(run_dir: Path, registry: Path) -> None:
+    """Set aside room on the run's disk for its end: a script that fills the disk still gets its failure and its
+    cause written to record.json and the registry (both atomic rewrites, which need free space)."""
+    size = max(1 << 20, 2 * (registry.stat().st_size if registry.exists() else 0))
+    with open(run_dir / RESERVE, "wb") as handle:
+        handle.write(b"\0" * size)
+
+
+def _release(run_dir: Path) -> None:
+    (run_dir / RESERVE).unlink(missing_ok=True)
+
+
 def _start_run_dir(run_dir: Path, config: dict) -> None:
     """Fresh run dir; an earlier attempt at the same identity (failed, or forced) is kept beside it, renamed."""
     if run_dir.exists():
@@ -244,6 +259,7 @@ def _start(prep: _Prepared, record: RunRecord, opts: RunOptions) -> None:
         atomic.write_json(run_dir / "metadata.json", _metadata(record, {}))
         atomic.write_text(run_dir / "README.txt", render_readme(record, opts.readme))
         record.save()
+        _reserve(run_dir, prep.registry.path)
     except OSError as exc:
         raise _disk_error(exc, f"write the run dir {run_dir}") from exc
     prep.registry.put(record)  # registered only once its run dir exists: a failed start leaves the registry as it was
@@ -288,6 +304,7 @@ def _mkdir_ok(path: Path) -> None:
 
 
 def _finish_failed(registry: Registry, record: RunRecord, t0: float, error: str, reason: ExitReason) -> None:
+    _release(Path(record.run_dir))
     record.status, record.exit_reason, record.error = "failed", reason, error
     record.ended_at, record.duration_s = _now(), round(time.monotonic() - t0, 3)
     try:
@@ -364,6 +381,7 @@ def _write_outputs(prep: _Prepared, record: RunRecord, opts: RunOptions) -> None
 def _complete(prep: _Prepared, record: RunRecord, result: ProcessResult, t0: float, opts: RunOptions,
               tampered: list[str]) -> RunRecord:  # fmt: skip
     run_dir = prep.run_dir
+    _release(run_dir)  # the room set aside at the start: results and the record fit even when the script filled it
     _fill_from_result(record, result, t0)
     try:
         found = [*_defuse_links(run_dir), *tampered]

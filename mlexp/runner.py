@@ -191,11 +191,16 @@ class _Tee:
     gpu_memory: str | None = None
     final_lines: list[str] = field(default_factory=list)
     finals: FinalLineFilter = field(default_factory=FinalLineFilter)
+    log_error: str = ""  # console.log could not be written (disk full): the watchdog stops the run
 
     def write(self, line: str) -> None:
         self.tail.append(line)
         if self.log:
-            self.log.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+            try:
+                self.log.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+            except OSError as exc:  # the thread must live on: it drains the pipe, or the script blocks on it
+                self.log_error = f"cannot write console.log: {exc.strerror or exc}"
+                self.log = None
         self.emit(line)
 
     def read(self, stream: IO[bytes]) -> None:
@@ -267,6 +272,8 @@ def _watch(proc: subprocess.Popen, tee: _Tee, limits: Limits, cage: MemoryCage, 
         now = time.monotonic()
         if cage.oom_killed():
             return "memory", f"killed: the run's processes together exceeded the memory limit ({cage.describe()})"
+        if tee.log_error:
+            return "error", f"killed: {tee.log_error} (its output would be lost; free space and run it again)"
         if tee.eta_kill:
             return "wall_limit", f"killed early: {tee.eta_kill} (fix the config rather than wait)"
         if limits.wall_limit_s is not None and now - start > limits.wall_limit_s:
@@ -352,9 +359,12 @@ def run_process(
         cage.kill_all()  # daemons that left the process group (no-sandbox runs; the sandbox kills its own)
         thread.join(timeout=5.0)
         if log:
-            if killed_for:
-                log.write(f"[{time.strftime('%H:%M:%S')}] [mlexp] {message}\n")
-            log.close()
+            try:
+                if killed_for and tee.log is not None:
+                    log.write(f"[{time.strftime('%H:%M:%S')}] [mlexp] {message}\n")
+                log.close()
+            except OSError:  # disk full: the reason is in the result (and the record), not in this log
+                pass
     reason, why = _classify(proc.returncode, killed_for, list(tee.tail), sandbox is not None, cage)
     memory_text = cage.describe()
     cage.close()

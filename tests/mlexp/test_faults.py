@@ -102,3 +102,45 @@ def test_a_memory_limit_too_small_to_start_is_memory_not_error(tmp_path: Path) -
             memory_limit_mb=5, silence_limit_s=60,
         )  # fmt: skip
     assert result.exit_code != 0 and result.exit_reason == "memory", (result.exit_reason, result.tail[-3:])
+
+
+FILLER = """import os
+from mlexp.log import RunLogger, load_config
+load_config()
+try:  # fill the run's disk, as a checkpoint that does not fit would
+    with open(os.path.join(os.environ["RUN_DIR"], "filler.bin"), "wb") as handle:
+        while True:
+            handle.write(b"\\0" * 2**20)
+except OSError:
+    pass
+for i in range(2000):
+    print("x" * 200, i, flush=True)
+RunLogger().final(loss=1.0)
+"""
+
+
+@needs_bwrap
+def test_disk_full_during_a_run_fails_it_with_the_cause_recorded(tmp_path: Path) -> None:
+    import json
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=110m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        folder = tmp_path / "exp"
+        folder.mkdir()
+        (folder / "train.py").write_text(FILLER, encoding="utf-8")
+        (folder / "config.yaml").write_text("{}\n", encoding="utf-8")
+        result = cli("runs", "run", str(folder / "train.py"), "--config", str(folder / "config.yaml"),
+                     "--root", str(disk / "runs"), rc=1)  # fmt: skip
+        assert "Traceback" not in result.stderr, result.stderr
+        runs = json.loads((disk / "runs" / "registry.json").read_text(encoding="utf-8"))["runs"]
+        (entry,) = runs.values()
+        assert entry["status"] == "failed" and "cannot write console.log" in entry["error"], entry
+        assert "No space left" in entry["error"]
+        (record,) = (disk / "runs").glob("exp/*/record.json")
+        assert json.loads(record.read_text(encoding="utf-8"))["status"] == "failed"
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
