@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from retrieval.arxiv_import import file_size, read_batches
 from retrieval.chunking import chunk_pages
@@ -143,8 +144,7 @@ class PaperIndex:
 
     @property
     def recipe(self) -> Recipe:
-        """The current recipe. Its vector size is remembered after the first embed, so that search and stats on an
-        index need not load the model just to name the collection."""
+        """The current recipe. Its vector size is remembered after the first embed (no model load to name things)."""
         if self._recipe is None:
             from retrieval.dense import resolve_model
 
@@ -293,9 +293,7 @@ class PaperIndex:
         return n
 
     def _invalidate(self) -> None:
-        self._deleted = None
-        self._exact = {}
-        self._kept = {}
+        self._deleted, self._exact, self._kept = None, {}, {}
 
     def rebuild_keyword(self, *, title_boost: int | None = None, progress: bool = False) -> int:
         """Rebuild the keyword side from the doc store (e.g. with another title boost, or after losing keyword/)."""
@@ -519,7 +517,8 @@ class PaperIndex:
                 uids, mat = self._exact_set(key or (id(filt),), filt, kept, embedded_hi)
                 if not len(uids):
                     return uids
-                sims = mat @ qvec
+                with threadpool_limits(1, user_api="blas"):  # one gemv: BLAS threads only add wake-ups (2x)
+                    sims = mat @ qvec
                 top = np.argpartition(-sims, n)[:n] if len(sims) > n else np.arange(len(sims))
                 return uids[top[np.argsort(-sims[top], kind="stable")]]
             frac = kept / max(self.keyword.n_docs, 1)
