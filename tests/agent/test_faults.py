@@ -287,15 +287,20 @@ def test_disk_full_while_starting_is_one_line_and_resume_goes_on(small_disk, tmp
 # --------------------------------------------------------------------------- item 7: two imports of one file
 
 
-def test_a_second_import_into_the_same_index_is_refused_on_one_line(tmp_path: Path) -> None:
+def _records(path: Path, n: int) -> Path:
     import json
-    import time
 
-    records = tmp_path / "records.jsonl"
-    with records.open("w", encoding="utf-8") as out:
-        for i in range(40_000):  # a few seconds of import, so the second one starts while the first runs
+    with path.open("w", encoding="utf-8") as out:
+        for i in range(n):
             out.write(json.dumps({"id": f"2501.{i:05d}", "title": f"Paper {i} on learning", "abstract": f"We {i}.",
                                   "categories": "cs.LG", "update_date": "2025-01-02"}) + "\n")  # fmt: skip
+    return path
+
+
+def test_a_second_import_into_the_same_index_is_refused_on_one_line(tmp_path: Path) -> None:
+    import time
+
+    records = _records(tmp_path / "records.jsonl", 40_000)  # seconds of import: the second starts meanwhile
     lock = Path(os.environ["REPLICATE_HOME"]) / "index" / ".import.lock"
     first = subprocess.Popen([str(REPLICATE), "index", "import", str(records)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -308,3 +313,12 @@ def test_a_second_import_into_the_same_index_is_refused_on_one_line(tmp_path: Pa
     assert first.returncode == 0 and "Traceback" not in err, err
     again = cli("index", "import", str(records))  # after the first: the file is done, nothing stored twice
     assert "Traceback" not in again.stderr
+
+
+def test_disk_full_during_an_import_is_one_line_naming_the_cause(small_disk, tmp_path: Path) -> None:
+    disk = small_disk("disk", "3m")
+    records = _records(tmp_path / "records.jsonl", 30_000)
+    failed = cli("index", "import", str(records), rc=1, env={"REPLICATE_HOME": str(disk / "home")})
+    line = one_line_error(failed, "rerun")
+    assert "No space left" in line or "disk" in line, line
+    assert "cannot rollback" not in line
