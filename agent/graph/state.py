@@ -78,6 +78,7 @@ class State(TypedDict, total=False):
     spec_skeleton: bool  # spec.md is the skeleton to fill in; there is no spec.json yet
     code_by: Literal["llm", "researcher"]
     stopped: str  # why the replication ended early, if it did
+    guard_seal: str  # sha256 of runs/<ID>/harness_guard.json, kept here where no run can write
 
 
 def now() -> str:

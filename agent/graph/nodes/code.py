@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from agent import codedir, paper_context
 from agent.errors import LLMOutputError
+from agent.graph import tamper_guard
 from agent.graph.answers import BudgetKey, QuestionAction, QuestionAnswer, RunAction, RunAnswer, choices
 from agent.graph.nodes import manual
 from agent.graph.nodes.common import (
@@ -240,6 +241,7 @@ def run_smoke(
     import mlexp
 
     spec = spec_of(state)
+    sealed = tamper_guard.seal_before_first_run(state, spec)  # before any run: the smoke run cannot bless an edit
     record = _run(state, spec, smoke=True, group=0, seed=0, label="Smoke run")
     check = mlexp.post_run_check(Path(record.run_dir))
     wanted = {t.metric for t in spec.target_groups()[0][1]}
@@ -253,7 +255,7 @@ def run_smoke(
         problems.append(f"the final metrics lack the spec's target metric(s): {', '.join(missing)}")
     smoke = _summary(record, problems=problems)
     check_dict = {"ok": check.ok and not problems, "problems": problems, "notes": list(check.notes)}
-    update: dict[str, Any] = {"smoke": smoke, "smoke_check": check_dict, "stage": "run_smoke"}
+    update: dict[str, Any] = {"smoke": smoke, "smoke_check": check_dict, "stage": "run_smoke", **sealed}
     if not problems:
         say(f"Smoke run passed: {record.short() if hasattr(record, 'short') else record.metrics}")
         return Command(goto="review_run", update=update)
@@ -384,11 +386,6 @@ def run_full(state: State, config: RunnableConfig) -> Command[Literal["run_full"
         return Command(goto="compare_results", update={"stage": "run_full"})
     group, seed = pending[0]
     claim_ids = [t.claim_id for t in spec.target_groups()[group][1]]
-    guard = experiments_dir(state["id"]).parent / "harness_guard.json"
-    if not done and not guard.exists():  # tamper guard (helper E): harness + data hashes before any full run
-        from mlexp.compare import write_guard
-
-        write_guard(guard, [spec.data.location] if spec.data.location else [])
     record = _run(
         state,
         spec,

@@ -14,6 +14,7 @@ from langgraph.types import Command, interrupt
 
 from agent import paths
 from agent.errors import LLMOutputError
+from agent.graph import tamper_guard
 from agent.graph.answers import HypothesesAction, HypothesesAnswer, choices
 from agent.graph.nodes import common, manual
 from agent.graph.state import State, replication_dir, report_dir
@@ -44,12 +45,10 @@ def compare_results(state: State, config: RunnableConfig) -> Command[Literal["pr
     atomic.write_json(replication_dir(state["id"]) / "verdicts.json", dumped)
     common.say(f"Comparison: {summary_line(verdicts)}")
     update: dict[str, Any] = {"verdicts": dumped, "stage": "compare_results"}
-    guard = replication_dir(state["id"]) / "harness_guard.json"
-    if guard.exists():  # tamper guard (helper E): flag any change to the harness or the data since the runs began
-        from mlexp.compare import check_guard
-
+    problems = tamper_guard.guard_problems(state)  # harness, data and ledger as hashed before the first run
+    if problems:
         warnings = list(state.get("warnings", []))
-        for problem in check_guard(guard):
+        for problem in problems:
             common.say(f"WARNING: {problem}", style="red")
             warnings.append(f"tamper guard: {problem}")
         update["warnings"] = warnings
