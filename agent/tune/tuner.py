@@ -312,6 +312,7 @@ class Tuner:
                 },
             )
             self.incumbent = Incumbent(commit=base_commit, config=self._config_for(self.target.baseline, None))
+            self.log(f"[tune] tune dir {self.tune_dir} (if killed: replicate tune --resume {self.tune_dir})")
         if 0 not in self.done:
             self._baseline()
         self.noise = self._noise()
