@@ -35,6 +35,8 @@ def _data_paths(spec: Spec) -> list[str]:
 
 def _evaluation_paths(state: State) -> list[str]:
     """The ledger the verdicts compare against: paper.json and, where present, the researcher's added claims."""
+    if not state.get("paper_json"):  # a state built by hand (tests, tools) may name no paper: nothing to hash
+        return []
     paper_json = Path(state["paper_json"])
     paths = [paper_json]
     extra = paper_json.parent / RESEARCHER_CLAIMS

@@ -8,7 +8,6 @@ and hashes the protected files so a trial that touches them can be rejected.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.errors import AgentError
+from mlexp.guard import hash_file
 
 TUNE_FILE = "tune.yaml"
 
@@ -134,12 +134,9 @@ _MISSING = object()
 
 
 def hash_files(root: Path, names: list[str]) -> dict[str, str]:
-    """sha256 of each named file under root ("missing" when it does not exist)."""
-    out = {}
-    for name in names:
-        path = root / name
-        out[name] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
-    return out
+    """sha256 of each named file under root ("missing" when it does not exist), keyed by the name relative to root
+    so one trial's worktree compares with another's; the hashing itself is the harness guard's (one home)."""
+    return {name: hash_file(root / name) if (root / name).is_file() else "missing" for name in names}
 
 
 def find_tune_file(target: Path) -> Path:
