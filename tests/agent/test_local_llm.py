@@ -46,6 +46,7 @@ def _metadata(path: Path) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in meta.strip().splitlines() if ": " in line)
 
 
+@pytest.mark.timeout(3 * 3 * MAX_CALL_S + 600)  # three attempts of at most MAX_CALL_S each, plus ingestion
 def test_replicate_paper_against_a_local_server(tmp_path: Path, fashion_pdf: Path) -> None:
     model = _served_model()
     env = {**os.environ, "REPLICATE_PLAIN": "1", "REPLICATE_LLM_MAX_CALL_S": str(MAX_CALL_S),
