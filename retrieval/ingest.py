@@ -26,7 +26,7 @@ from retrieval.pdf import Heading, PageData, body_font_size, collapse, find_head
 from retrieval.ruled import read_ruled
 from retrieval.tables import ExtractedTable, extract_tables, find_captions
 
-PARSER_VERSION = f"pymupdf-{pymupdf.VersionBind}/replicate-ingest-1"
+PARSER_VERSION = f"pymupdf-{pymupdf.VersionBind}/replicate-ingest-2"  # -2: tables, cells, setup rebuilt
 
 ARXIV_RE = re.compile(r"arXiv:\s?(\d{4}\.\d{4,5})(v\d+)?|arxiv\.org/abs/(\d{4}\.\d{4,5})", re.IGNORECASE)
 DOI_RE = re.compile(r"\b(10\.\d{4,9}/[^\s\"<>,;]+[^\s\"<>,;.)])")

@@ -64,7 +64,8 @@ slug: {slug}
 # a target must reference one of these ids)
 {claims}
 
-# Setup facts the ingestion found (key, value, page, quote)
+# Setup facts the ingestion found (key, value, page, confidence, quote): hints found by pattern, not facts;
+# check each against the paper's text above before you rely on it
 {setup}
 
 # Setup facts the paper does not state

@@ -136,7 +136,11 @@ def local_data_text() -> str:
 
 
 def draft_variables(state: State, paper: Paper) -> dict[str, Any]:
-    setup = "\n".join(f"{i.key} | {i.value} | p{i.page} | {i.quote}" for i in paper.setup.items) or "(none)"
+    # Each fact carries ingestion's confidence: the prompt tells the model these are hints to check in the paper.
+    setup = (
+        "\n".join(f"{i.key} | {i.value} | p{i.page} | {i.confidence} | {i.quote}" for i in paper.setup.items)
+        or "(none)"
+    )
     related = "\n".join(f'[{h["id"]}] {h["title"]} ({h["year"]}): "{h["quote"][:300]}"' for h in state["related"])
     return {
         "title": paper.title,
