@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_corrupt_registry_is_reported_not_overwritten(setup) -> None:
 
 
 def test_cli_gives_one_line_errors(tmp_path: Path) -> None:
-    replicate = REPO / ".venv" / "bin" / "replicate"
+    replicate = Path(sys.executable).parent / "replicate"  # the running venv's console script, whatever venv
     env = {**os.environ, "REPLICATE_PROJECT_DIR": str(tmp_path)}
     config = tmp_path / "c.yaml"
     config.write_text("lr: 0.1\n")
