@@ -14,7 +14,6 @@ import pytest
 import mlexp
 from mlexp import atomic
 
-REPO = Path(__file__).resolve().parents[2]
 OK_SCRIPT = "print('=== FINAL METRICS ===')\nprint('score: 1.0')\n"
 
 
