@@ -17,6 +17,8 @@ from langchain_core.tools import StructuredTool
 from agent.errors import AgentError
 from mlexp import atomic
 
+ENTRY = "train.py"  # the code dir's entry point: the harness runs `python train.py`
+
 MAX_FILE_BYTES = 1_000_000
 
 

@@ -302,7 +302,7 @@ def _waiting(rid: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _edit_spec(values: dict[str, Any]) -> None:
     """Open spec.md in $VISUAL/$EDITOR (when set), then validate it; a bad edit raises SpecError, state unchanged."""
-    from agent.graph.nodes.spec import reread_edited_spec
+    from agent.graph.edited_spec import reread_edited_spec
     from agent.researcher_claims import with_researcher_claims
     from retrieval.ingest import load_paper
 
@@ -373,7 +373,7 @@ def approve(
             raise ReviewError(f"{waiting['spec_md']} is a skeleton, not a spec: fill it in, then `replicate approve "
                               f"{rid} --edit`")  # fmt: skip
         elif not waiting.get("targets"):
-            from agent.graph.nodes.spec import NO_TARGETS
+            from agent.graph.edited_spec import NO_TARGETS
 
             raise ReviewError(NO_TARGETS.replace("ID", rid))
         answer: dict[str, Any] = {"action": "edit" if edit else "approve"}

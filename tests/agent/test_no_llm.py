@@ -40,7 +40,7 @@ def fill_yaml(text: str, heading: str, body: str) -> str:
 
 
 def test_skeleton_lists_the_ledger_marks_what_is_open_and_validates_once_filled(paper, tmp_path: Path) -> None:
-    from agent.graph.nodes.spec import reread_edited_spec
+    from agent.graph.edited_spec import reread_edited_spec
 
     md = skeleton.write_skeleton(paper, tmp_path)
     text = md.read_text(encoding="utf-8")
@@ -104,7 +104,7 @@ def test_a_data_location_name_is_found_where_datasets_are_kept(tmp_path: Path, m
 
 
 def test_the_bundled_spec_targets_table3_of_the_bundled_paper(paper, fashion_mnist_dir: Path, monkeypatch) -> None:
-    from agent.graph.nodes.spec import reread_edited_spec
+    from agent.graph.edited_spec import reread_edited_spec
 
     monkeypatch.setenv("REPLICATE_DATA", str(fashion_mnist_dir.parent))
     spec = reread_edited_spec(EXAMPLE / "spec.md", paper)  # ids, reported values and quotes match the ledger

@@ -19,6 +19,7 @@ from langgraph.types import Command, interrupt
 from pydantic import BaseModel, Field
 
 from agent import codedir, paper_context
+from agent.codedir import ENTRY
 from agent.errors import LLMOutputError
 from agent.graph import tamper_guard
 from agent.graph.answers import BudgetKey, QuestionAction, QuestionAnswer, RunAction, RunAnswer, choices
@@ -45,7 +46,6 @@ from agent.llm import prompts
 from agent.llm.seam import structured_call
 from agent.spec import Spec, save_spec
 
-ENTRY = "train.py"
 DATA_MARK = "DATA_UNAVAILABLE"
 
 

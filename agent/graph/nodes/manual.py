@@ -20,8 +20,10 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command, interrupt
 
 from agent import codedir
+from agent.codedir import ENTRY
 from agent.graph import skeleton
 from agent.graph.answers import CodeAction, CodeAnswer, choices
+from agent.graph.edited_spec import reread_edited_spec
 from agent.graph.nodes.common import add_failure, add_warning, say
 from agent.graph.settings import settings_of
 from agent.graph.state import State, code_dir, spec_dir
@@ -53,8 +55,6 @@ def no_model(state: State, config: RunnableConfig | None) -> bool:
 
 
 def entry() -> str:
-    from agent.graph.nodes.code import ENTRY  # here: code.py imports this module
-
     return ENTRY
 
 
@@ -64,8 +64,6 @@ def entry() -> str:
 def researcher_spec(path: Path, paper: Paper) -> Spec:
     """The researcher's spec file (spec.md or spec.json), validated exactly as an edited draft is, for this paper,
     with its data found on this machine. Raises SpecError (DataNotFoundError when the data is missing)."""
-    from agent.graph.nodes.spec import reread_edited_spec  # here: nodes.spec imports this module
-
     return reread_edited_spec(path, paper)
 
 

@@ -11,8 +11,8 @@ from langgraph.types import Command, interrupt
 
 from agent import paper_context, paths
 from agent.errors import LLMOutputError
-from agent.graph import skeleton
 from agent.graph.answers import SpecAction, SpecAnswer, choices
+from agent.graph.edited_spec import reread_edited_spec
 from agent.graph.nodes import manual
 from agent.graph.nodes.common import (
     MAX_LLM_RETRIES,
@@ -30,18 +30,11 @@ from agent.graph.nodes.common import (
 from agent.graph.state import State, spec_dir
 from agent.llm import prompts
 from agent.llm.seam import structured_call
-from agent.spec import Spec, SpecError, check_against_paper, load_spec, save_spec
+from agent.spec import Spec, SpecError, check_against_paper, save_spec
 from retrieval.errors import PaperIndexError
 from retrieval.models import Paper
 
 HITS_PER_QUERY = 5
-NO_TARGETS = (
-    "the spec has no targets yet: add the values to replicate (`replicate claims add ID --value V --page P "
-    "--metric M --figure 'Figure N'`, then `replicate reject ID --feedback 'target R1'`), or add a target with "
-    "`source: researcher`, page and figure to spec.md and `replicate approve ID --edit`"
-)
-
-
 def ingest_paper(state: State, config: RunnableConfig) -> Command[Literal["find_related"]]:
     from retrieval.ingest import ingest_pdf
 
@@ -209,23 +202,6 @@ def review_payload(state: State) -> dict[str, Any]:
         "open_questions": [q.question for q in spec.open_questions],
         "eta_minutes": spec.budget.eta_minutes,
     }
-
-
-def reread_edited_spec(spec_md: Path, paper: Paper) -> Spec:
-    """spec.md as the researcher left it, validated against the paper, its data found on this machine. Raises
-    SpecError."""
-    from agent.datafind import with_local_data
-
-    skeleton.check_filled(spec_md)  # a skeleton's TODO marks, named, before the type errors they would cause
-    spec = load_spec(spec_md)
-    if spec.paper_slug != paper.slug:
-        raise SpecError(f"spec.md paper_slug {spec.paper_slug!r} is not this paper ({paper.slug!r})")
-    problems = check_against_paper(spec, paper)
-    if problems:
-        raise SpecError("edited spec.md does not match the paper: " + "; ".join(problems))
-    if not spec.targets:
-        raise SpecError(NO_TARGETS)
-    return with_local_data(spec)
 
 
 def review_spec(
