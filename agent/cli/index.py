@@ -189,6 +189,9 @@ def search_cmd(
         _batch(ix, queries, k=k, category=category, before=before, mode=mode)
         return
     hits = ix.search(query, k=k, category=category, before=before, mode=mode)
+    note = ix.incomplete()  # hits found while an import is still keyword-indexing: say the list may be short
+    if note:
+        typer.echo(f"note: {note}", err=True)
     if as_json:
         _echo_json({"query": query, "hits": [h.to_dict() for h in hits]})
         return
