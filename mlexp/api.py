@@ -157,8 +157,8 @@ def _error_text(lines: list[str], result_message: str) -> str:
     from mlexp.summary import extract_tracebacks
 
     blocks = extract_tracebacks(lines)
-    if blocks:
-        return "\n".join(blocks[-1])
+    if blocks:  # the harness's reason first (a kill, a full disk), then the script's own traceback
+        return "\n".join([result_message, *blocks[-1]] if result_message else blocks[-1])
     tail = "\n".join(lines[-15:])
     return (result_message + ("\n" + tail if tail else "")).strip() or "the script failed without output"
 

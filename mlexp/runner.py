@@ -366,6 +366,8 @@ def run_process(
             except OSError:  # disk full: the reason is in the result (and the record), not in this log
                 pass
     reason, why = _classify(proc.returncode, killed_for, list(tee.tail), sandbox is not None, cage)
+    if tee.log_error and not killed_for:  # it ended (or failed on the same full disk) before the watchdog saw it
+        reason, why = "error", f"{tee.log_error} (its output from then on is lost; free space and run it again)"
     memory_text = cage.describe()
     cage.close()
     return ProcessResult(
