@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.cli import manual as researcher
+from agent.cli.interrupted import HELD
 from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
 from agent.graph.state import new_id, replication_dir
 from retrieval.errors import RetrievalError
@@ -72,8 +73,6 @@ def _describe(rid: str, snapshot: Any) -> dict[str, Any]:
         state = f"incomplete: the checkpoint of {step} was cut short (disk full?): `replicate resume {rid}` redoes it"
     elif not snapshot.next:
         state = "finished"
-    elif _advancing_elsewhere(rid):
-        state = f"running {', '.join(snapshot.next)} in another replicate process (wait for it to pause)"
     else:
         from agent.cli.interrupted import interrupted_state  # a kill, a dead server, or another process: say which
 
@@ -156,29 +155,12 @@ def _exclusive(rid: str) -> Iterator[None]:
         lock.acquire(timeout=0)
     except Timeout as exc:
         raise AgentError(f"{rid} is being advanced by another replicate process; wait for it to pause") from exc
-    _HELD.add(rid)
+    HELD.add(rid)
     try:
         yield
     finally:
-        _HELD.discard(rid)
+        HELD.discard(rid)
         lock.release()
-
-
-_HELD: set[str] = set()  # replications this process advances (its own lock is not "another process")
-
-
-def _advancing_elsewhere(rid: str) -> bool:
-    """Whether another process holds the advance lock of `rid` now (a try-lock, released at once)."""
-    path = replication_dir(rid) / ".advance.lock"
-    if rid in _HELD or not path.exists():
-        return False
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
 
 
 def _cut_short(snapshot: Any) -> bool:

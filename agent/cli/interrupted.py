@@ -10,11 +10,13 @@ from filelock import FileLock, Timeout
 
 from agent.graph.state import llm_log_dir, replication_dir
 
+HELD: set[str] = set()  # replications this process advances (agent.cli.flow._exclusive): not "another process"
+
 
 def advancing_now(rid: str) -> bool:
     """True while another process holds the replication's advance lock (agent.cli.flow._exclusive)."""
     path = replication_dir(rid) / ".advance.lock"
-    if not path.exists():
+    if rid in HELD or not path.exists():
         return False
     lock = FileLock(path)
     try:
@@ -43,7 +45,7 @@ def last_call_failure(rid: str) -> str | None:
 def interrupted_state(rid: str, next_nodes: list[str]) -> str:
     where = ", ".join(next_nodes)
     if advancing_now(rid):
-        return f"running: another replicate process is advancing it now (at {where})"
+        return f"running: another replicate process is advancing it now (at {where}); wait for it to pause"
     failure = last_call_failure(rid)
     if failure:
         return f"interrupted before {where}: the last LLM call failed ({failure}); `replicate resume {rid}` retries"
