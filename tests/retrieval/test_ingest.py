@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-from tests import pdfgen
 import pytest
 
 from retrieval.errors import IngestError
@@ -15,6 +14,7 @@ from retrieval.ingest import PARSER_VERSION, ingest_pdf, load_paper, parse_pdf
 from retrieval.models import Paper
 from retrieval.pdf import collapse
 from retrieval.tables import parse_number
+from tests import pdfgen
 
 
 @pytest.fixture(scope="module", params=["one-column", "two-column"])
@@ -288,6 +288,7 @@ def test_fashion_table3_claims(fashion):
             assert claim.metric == "test accuracy" and claim.higher_is_better is True
     # Cross-check every value against the numbers in pymupdf's plain text of pages 3-6, in order.
     import pymupdf
+
     from tests.conftest import SHARED
 
     with pymupdf.open(SHARED / "papers/fashion-mnist-xiao2017.pdf") as doc:

@@ -13,8 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests import pdfgen
 import pytest
+
+from tests import pdfgen
 
 REPLICATE = Path(sys.executable).with_name("replicate")
 
