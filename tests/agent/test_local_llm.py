@@ -77,6 +77,9 @@ def test_replicate_paper_against_a_local_server(tmp_path: Path, fashion_pdf: Pat
     assert logs, "no call was logged"
     for path in logs:
         meta = _metadata(path)
+        shown = ("finish_reason", "error", "prompt_tokens_counted", "input_tokens", "output_tokens", "max_tokens",
+                 "latency_s", "left_out")  # fmt: skip
+        print(path.name, {key: meta.get(key, "")[:160] for key in shown})  # with -s: the figures of each call
         counted, bound = int(meta["prompt_tokens_counted"]), int(meta["max_tokens"])
         assert counted + bound <= WINDOW, (path.name, counted, bound)
         if meta["tokens_estimated"] == "False":  # the server's own count of what we sent
