@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.codedir import git
+from agent.tune.stats import Incumbent
 from agent.tune.target import TuneError, TuneTarget
 
 if TYPE_CHECKING:
@@ -70,7 +71,6 @@ def restore(tuner: Tuner) -> str:
     Returns the baseline commit. After it, `tuner.done` holds the finished trial numbers, and the baseline is
     measured again only when its row is missing."""
     from agent.tune.ledger import Ledger
-    from agent.tune.tuner import Incumbent
 
     data = stored(tuner.tune_dir)
     base_commit = str(data["baseline_commit"])
@@ -79,7 +79,7 @@ def restore(tuner: Tuner) -> str:
     rows = tuner.ledger.rows
     tuner.done = {r.trial for r in rows if r.kind != "recheck"}
     baseline = next((r for r in rows if r.kind == "baseline" and r.verdict == "baseline"), None)
-    tuner.incumbent = Incumbent(commit=base_commit, config=tuner._config_for(tuner.target.baseline, None))
+    tuner.incumbent = Incumbent(commit=base_commit, config=tuner.baseline_config())
     if baseline is None:
         tuner.done.discard(0)
         tuner.ledger.rows = [r for r in rows if r.trial != 0]  # a failed baseline row is measured again
@@ -92,7 +92,7 @@ def restore(tuner: Tuner) -> str:
             match = re.search(r"trial (\d+)", row.change)
             if match and int(match.group(1)) == tuner.incumbent.trial:
                 tuner.incumbent.values.append(row.values[0])
-                tuner._rechecks.setdefault(tuner.incumbent.trial, []).append(row.values[0])
+                tuner.add_recheck(tuner.incumbent.trial, row.values[0])
     _clean_work(tuner, base_commit)
     _forget_dead_asks(tuner)
     return base_commit

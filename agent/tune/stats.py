@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from scipy import stats
 
@@ -129,3 +129,13 @@ def diff_ci(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) ->
         return Difference(diff, diff, diff, confidence, len(a), len(b))
     interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
     return Difference(diff, float(interval.low), float(interval.high), confidence, len(a), len(b))
+
+
+@dataclass
+class Incumbent:
+    """The best configuration so far: its code (a commit of the work repo), its config and its measured values."""
+
+    commit: str
+    config: dict[str, Any]
+    values: list[float] = field(default_factory=list)
+    trial: int = 0

@@ -43,7 +43,7 @@ from agent.tune.proposers import (
     TuneState,
     describe_changes,
 )
-from agent.tune.stats import Decision, Noise, decide, pooled_noise
+from agent.tune.stats import Decision, Incumbent, Noise, decide, pooled_noise
 from agent.tune.target import Knob, TuneError, TuneTarget, hash_files, load_target
 from agent.tune.workspace import EditError, TrialTree, Workspace
 from mlexp import atomic
@@ -112,16 +112,6 @@ class TuneResult:
             f" -> best {self.best_mean:.4g} ({100 * self.relative_improvement:+.2f}%), {kept} kept of "
             f"{len(self.rows) - 1} trials; ledger {self.tune_dir / 'tune.tsv'}"
         )
-
-
-@dataclass
-class Incumbent:
-    """The best configuration so far: its code (a commit of the work repo), its config and its measured values."""
-
-    commit: str
-    config: dict[str, Any]
-    values: list[float] = field(default_factory=list)
-    trial: int = 0
 
 
 @dataclass
@@ -267,6 +257,14 @@ class Tuner:
     def _tampered(self, root: Path) -> list[str]:
         now = hash_files(root, self.target.protected)
         return [name for name, digest in self.hashes.items() if now.get(name) != digest]
+
+    def baseline_config(self) -> dict:
+        """The baseline's resolved config (budget key included), as trial 0 ran it."""
+        return self._config_for(self.target.baseline, None)
+
+    def add_recheck(self, trial: int, value: float) -> None:
+        """One more measurement of incumbent `trial` on a fresh seed (a --recheck-every run)."""
+        self._rechecks.setdefault(trial, []).append(value)
 
     def _config_for(self, base: dict, proposal: Proposal | None) -> dict:
         config = {**base, **(proposal.config if proposal is not None else {})}
