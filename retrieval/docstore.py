@@ -212,13 +212,7 @@ class DocStore:
             "SELECT u.uid, p.title, COALESCE(u.text, p.abstract), p.categories, p.date FROM units u "
             "JOIN papers p ON p.id = u.paper_id WHERE u.uid >= ? AND u.uid < ? ORDER BY u.uid LIMIT ?"
         )
-        cur = lo
-        while cur < hi:
-            rows = self.db.execute(sql, (cur, hi, chunk)).fetchall()
-            if not rows:
-                return
-            yield rows
-            cur = rows[-1][0] + 1
+        yield from self._pages(sql, lo, hi, chunk)
 
     def iter_keyword_units(self, lo: int, hi: int, chunk: int = 20000) -> Iterator[list[tuple]]:
         """(uid, paper_id, title, text, categories, date, source) of the live units with uid in [lo, hi), in uid
@@ -228,6 +222,10 @@ class DocStore:
             "FROM units u JOIN papers p ON p.id = u.paper_id "
             "WHERE u.uid >= ? AND u.uid < ? AND u.deleted = 0 ORDER BY u.uid LIMIT ?"
         )
+        yield from self._pages(sql, lo, hi, chunk)
+
+    def _pages(self, sql: str, lo: int, hi: int, chunk: int) -> Iterator[list[tuple]]:
+        """Rows of `sql` (parameters: uid from, uid to, limit; first column the uid) in pages of `chunk`."""
         cur = lo
         while cur < hi:
             rows = self.db.execute(sql, (cur, hi, chunk)).fetchall()
