@@ -22,6 +22,7 @@ import typer
 from agent.cli import claims, flow, index, ingest, llm, runs, tune
 from agent.errors import AgentError
 from mlexp.errors import MlexpError
+from retrieval.arxiv_fetch import arxiv_id
 from retrieval.errors import RetrievalError
 
 
@@ -57,7 +58,7 @@ def _route_pdf(argv: list[str]) -> list[str]:
     commands |= {group.name for group in app.registered_groups if group.name}
     if first.startswith("-") or first in commands:
         return argv
-    if first.lower().endswith(".pdf") or Path(first).exists():
+    if first.lower().endswith(".pdf") or Path(first).exists() or arxiv_id(first):
         return ["start", *argv]
     return argv
 

@@ -22,10 +22,12 @@ from filelock import FileLock, Timeout
 from rich.console import Console
 from rich.table import Table
 
+from agent import paths
 from agent.cli import manual as researcher
 from agent.cli.interrupted import HELD
 from agent.errors import AgentError, LLMNotConfiguredError, ReviewError
 from agent.graph.state import new_id, replication_dir
+from retrieval.arxiv_fetch import arxiv_id, download_pdf
 from retrieval.errors import RetrievalError
 
 out = Console(highlight=False, soft_wrap=True, markup=False)  # data is printed verbatim, never as markup
@@ -213,7 +215,9 @@ def _advance(
 
 
 def start(
-    paper: Path = typer.Argument(..., help="The paper's PDF."),
+    paper_arg: str = typer.Argument(
+        ..., metavar="PAPER", help="The paper's PDF, or arxiv:ID / an arXiv abs or pdf URL (downloaded)."
+    ),
     llm: str | None = LLM_OPTION,
     auto_approve: bool = AUTO_OPTION,
     context_tokens: int | None = CONTEXT_OPTION,
@@ -222,11 +226,16 @@ def start(
     code: Path | None = researcher.CODE_OPTION,
 ) -> None:
     """Start a replication of PAPER and run it to the first checkpoint (`replicate paper.pdf` does the same)."""
-    if not paper.is_file():
+    paper_id = arxiv_id(paper_arg)  # a str, not a Path: Path would fold the URL's "//"
+    paper = Path(paper_arg)
+    if paper_id is None and not paper.is_file():
         raise AgentError(f"no such file: {paper}")
     given = researcher.start_inputs(no_llm=no_llm, llm=llm, spec=spec, code=code)  # docs/no-llm.md
     if not no_llm:
         _llm_settings(llm, context_tokens)
+    if paper_id is not None:  # after the option checks: a bad --llm never costs a download
+        paper = download_pdf(paper_id, paths.papers_dir() / "arxiv")
+        out.print(f"Downloaded arXiv {paper_id} to {paper}")
     rid = new_id(paper)
     out.print(f"Replication {rid}", style="bold")
     try:
