@@ -104,13 +104,13 @@ def test_no_ledger_claims_waits_for_targets_then_a_researcher_claim_reaches_a_ve
 def test_generated_data_is_allowed_only_when_the_spec_says_the_paper_generates_it(tmp_path: Path) -> None:
     import pytest
 
-    from agent.graph.nodes.code import CodeChange, FileEdit, _check_change
+    from agent.graph.nodes.code import CodeChange, FileEdit, change_check
     from agent.spec import Spec
 
     code = "from sklearn.datasets import make_blobs\nX, y = make_blobs(n_samples=100, centers=2)\n"
     change = CodeChange(files=[FileEdit(path="train.py", content=code)])
     simulated = Spec.model_validate({**_spec([TARGET], []), "paper_slug": "p"})
     real = simulated.model_copy(update={"data": simulated.data.model_copy(update={"generated": False})})
-    _check_change(tmp_path, simulated)(change)  # the paper's own simulation: allowed
+    change_check(tmp_path, simulated)(change)  # the paper's own simulation: allowed
     with pytest.raises(ValueError, match="synthetic data"):
-        _check_change(tmp_path, real)(change)  # a real dataset replaced by made-up data: refused
+        change_check(tmp_path, real)(change)  # a real dataset replaced by made-up data: refused

@@ -89,7 +89,7 @@ def synthetic_data_signals(files: list[FileEdit]) -> list[str]:
     return hits
 
 
-def _check_change(cdir: Path, spec: Spec | None = None):
+def change_check(cdir: Path, spec: Spec | None = None):
     # A paper whose data is its own simulation (spec.data.generated, approved at review_spec) may generate data.
     generated = spec is not None and spec.data.generated
 
@@ -157,7 +157,7 @@ def implement_code(
                 CodeChange,
                 log_dir=log_dir(state),
                 retries=MAX_LLM_RETRIES,
-                check=_check_change(cdir, spec),
+                check=change_check(cdir, spec),
                 metadata={"replication": state["id"]},
             )
     except LLMOutputError as exc:
@@ -306,7 +306,7 @@ def fix_code(state: State, config: RunnableConfig) -> Command[Literal["run_smoke
                 CodeChange,
                 log_dir=log_dir(state),
                 retries=MAX_LLM_RETRIES,
-                check=_check_change(cdir, spec),
+                check=change_check(cdir, spec),
                 metadata={"replication": state["id"], "fix_attempt": attempt},
             )
     except LLMOutputError as exc:
