@@ -90,3 +90,29 @@ def test_replicate_paper_against_a_local_server(tmp_path: Path, fashion_pdf: Pat
     texts = [p.read_text(encoding="utf-8") for p in logs]
     if len(texts) > 1:  # a retry shows the model what was wrong with its previous reply
         assert "Your previous reply could not be used" in texts[1] or "cut off" in texts[1]
+
+
+@pytest.mark.timeout(3 * MAX_CALL_S + 600)
+def test_tune_llm_proposer_against_a_local_server(tmp_path: Path) -> None:
+    """`replicate tune --proposer llm` once: every call fits the window and its bounds, a reply that never validates
+    becomes a recorded trial with its reason (the search goes on), the ledger is written, and nothing hangs."""
+    from tests.agent.test_tune import toy_target
+
+    model = _served_model()
+    target, out = toy_target(tmp_path), tmp_path / "tune"
+    env = {**os.environ, "REPLICATE_PLAIN": "1", "REPLICATE_LLM_MAX_CALL_S": str(MAX_CALL_S),
+           "REPLICATE_CONTEXT_TOKENS": str(WINDOW), "OPENAI_BASE_URL": URL, "OPENAI_API_KEY": "local"}  # fmt: skip
+    args = [str(REPLICATE), "tune", str(target), "--budget", "1", "--trial-time", "10s", "--proposer", "llm",
+            "--no-papers", "--baseline-seeds", "2", "--seeds", "1", "--out", str(out),
+            "--llm", f"openai:{model}"]  # fmt: skip
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=3 * MAX_CALL_S + 300)
+    print(result.stdout, result.stderr, sep="\n")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    rows = (out / "tune.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 3, rows  # header, the baseline, trial 1 (kept, discarded or rejected with its reason)
+    logs = sorted((out / "llm_logs").glob("*-tune_propose-*.txt"))
+    assert logs, "no call was logged"
+    for path in logs:
+        meta = _metadata(path)
+        assert int(meta["prompt_tokens_counted"]) + int(meta["max_tokens"]) <= WINDOW, path.name
+        assert float(meta["latency_s"]) <= MAX_CALL_S + 30 and meta["endpoint"] == URL.rstrip("/")
