@@ -32,6 +32,7 @@ from agent.graph.nodes.common import (
     ask,
     auto_approve,
     chat_model,
+    code_ready,
     llm_failed,
     load_paper,
     log_dir,
@@ -177,17 +178,7 @@ def implement_code(
         question = ask("the LLM keeps writing outside its code dir", str(exc), "implement_code")
         return Command(goto="ask_researcher", update={"failures": failures, "question": question})
     say(f"Code written to {cdir} (commit {str(commit)[:8]})")
-    return Command(
-        goto="run_smoke",
-        update={
-            "code_dir": str(cdir),
-            "code_commit": commit or "",
-            "fix_attempts": 0,
-            "feedback": "",
-            "llm_usage": usage(state),
-            "stage": "implement_code",
-        },
-    )
+    return code_ready(cdir, commit, llm_usage=usage(state))
 
 
 def _readme(spec: Spec, purpose: str) -> dict[str, Any]:

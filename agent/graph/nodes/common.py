@@ -116,3 +116,17 @@ def progress(message: str) -> Iterator[Any]:
 def say(message: str, *, style: str | None = None) -> None:
     """Print a line for the researcher. No rich markup: messages carry log text, paths and errors verbatim."""
     console.print(message, style=style, markup=False)
+
+
+def code_ready(cdir: Path, commit: str | None, **extra: Any) -> Command[Any]:  # Any: callers route to run_smoke
+    """implement_code's way on once the code dir holds committed code (the model's or the researcher's): the smoke
+    run, with the fix counter and the feedback reset."""
+    update: dict[str, Any] = {
+        "code_dir": str(cdir),
+        "code_commit": commit or "",
+        "fix_attempts": 0,
+        "feedback": "",
+        "stage": "implement_code",
+        **extra,
+    }
+    return Command(goto="run_smoke", update=update)

@@ -24,7 +24,7 @@ from agent.codedir import ENTRY
 from agent.graph import skeleton
 from agent.graph.answers import CodeAction, CodeAnswer, choices
 from agent.graph.edited_spec import reread_edited_spec
-from agent.graph.nodes.common import add_failure, add_warning, say
+from agent.graph.nodes.common import add_failure, add_warning, code_ready, say
 from agent.graph.settings import settings_of
 from agent.graph.state import State, code_dir, spec_dir
 from agent.spec import Spec, SpecError, save_spec
@@ -159,17 +159,7 @@ def take_code(state: State, source: Path) -> Command[Any]:  # Any: Command is in
     where = "runs/<ID>/code/" if source.resolve() == cdir.resolve() else str(source)
     commit = codedir.commit_all(cdir, f"the researcher's code, from {where}") or codedir.head(cdir)
     say(f"Your code is in {cdir} (commit {str(commit)[:8]})")
-    return Command(
-        goto="run_smoke",
-        update={
-            "code_dir": str(cdir),
-            "code_commit": commit or "",
-            "code_by": "researcher",
-            "fix_attempts": 0,
-            "feedback": "",
-            "stage": "implement_code",
-        },
-    )
+    return code_ready(cdir, commit, code_by="researcher")
 
 
 def code_step(state: State) -> Command[Any]:  # Any: implement_code routes to run_smoke and await_code
