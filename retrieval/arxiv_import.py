@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,7 +39,7 @@ _NEW_ID_RE = re.compile(r"^(\d{2})(\d{2})\.\d{4,5}(v\d+)?$")
 _OLD_ID_RE = re.compile(r"^[a-z\-]+(\.[A-Z]{2})?/(\d{2})(\d{2})\d{3}(v\d+)?$")
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     id: str
     title: str
@@ -58,9 +59,18 @@ class Batch:
     malformed: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
 
 
-def _clean(text: object, cap: int) -> str:
-    """Whitespace-normalised text, at most `cap` characters (`text` is a str: other types are refused earlier)."""
-    return " ".join(str(text)[: cap * 2].split())[:cap] if text else ""
+def clean_text(text: object, cap: int) -> str:
+    """Whitespace-normalised text, at most `cap` characters (`text` is a str: other types are refused earlier).
+
+    Most fields are already one ASCII line with single spaces: checking that (a few memchr scans) and stripping costs
+    ~0.4 us, against ~8 us for split-and-join of an abstract, which is half the main thread's parse time."""
+    if not text:
+        return ""
+    s = str(text)
+    if s.isascii() and "\n" not in s and "  " not in s and "\t" not in s and "\r" not in s and "\x0b" not in s \
+            and "\x0c" not in s:  # fmt: skip
+        return s.strip()[:cap]
+    return " ".join(s[: cap * 2].split())[:cap]
 
 
 def _wrong_type(obj: dict) -> str | None:
@@ -84,6 +94,23 @@ def _id_month(paper_id: str) -> tuple[int, int] | None:
     return None
 
 
+_MONTHS = {m: i for i, m in enumerate(("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec").split(), 1)}
+
+
+def rfc2822_day(created: str) -> str | None:
+    """ "Mon, 2 Apr 2007 19:18:42 GMT" -> "2007-04-02" without the email parser (2x faster; every record of the
+    snapshot has one); None for any other shape (then `parsedate_to_datetime` decides)."""
+    parts = created.split()
+    if len(parts) != 6 or parts[5] != "GMT" or parts[2] not in _MONTHS:
+        return None
+    day, month, year = parts[1], _MONTHS[parts[2]], parts[3]
+    if not (day.isdigit() and year.isdigit() and len(year) == 4):
+        return None
+    if not 1 <= int(day) <= calendar.monthrange(int(year), month)[1]:
+        return None
+    return f"{year}-{month:02d}-{int(day):02d}"
+
+
 def publication_date(obj: dict) -> str:
     """When the paper first appeared, so `--before` can exclude later work.
 
@@ -93,8 +120,12 @@ def publication_date(obj: dict) -> str:
     """
     versions = obj.get("versions") or []
     if isinstance(versions, list) and versions and isinstance(versions[0], dict) and versions[0].get("created"):
+        created = versions[0]["created"]
+        fast = rfc2822_day(created) if isinstance(created, str) else None
+        if fast:
+            return fast
         try:
-            return parsedate_to_datetime(versions[0]["created"]).date().isoformat()
+            return parsedate_to_datetime(created).date().isoformat()
         except (TypeError, ValueError):
             pass
     update = str(obj.get("update_date") or "")[:10]
@@ -108,6 +139,12 @@ def publication_date(obj: dict) -> str:
     return update or "1900-01-01"
 
 
+@lru_cache(maxsize=65_536)  # a snapshot has a few thousand distinct category strings ("cs.LG cs.AI", ...)
+def _categories(field: str) -> tuple[str, ...]:
+    cats = [c for c in field.split() if _CATEGORY_RE.match(c) and len(c) <= 32]
+    return tuple(cats[:MAX_CATEGORIES])
+
+
 def parse_line(line: bytes) -> Record | str:
     """A `Record`, or the reason the line is malformed."""
     try:
@@ -119,22 +156,21 @@ def parse_line(line: bytes) -> Record | str:
     wrong = _wrong_type(obj)
     if wrong:
         return wrong
-    paper_id = _clean(obj.get("id"), MAX_ID + 1)
+    paper_id = clean_text(obj.get("id"), MAX_ID + 1)
     if not paper_id:
         return "missing id"
     if len(paper_id) > MAX_ID:
         return f"id longer than {MAX_ID} characters"
-    title, abstract = _clean(obj.get("title"), MAX_TITLE), _clean(obj.get("abstract"), MAX_ABSTRACT)
+    title, abstract = clean_text(obj.get("title"), MAX_TITLE), clean_text(obj.get("abstract"), MAX_ABSTRACT)
     if not title and not abstract:
         return "no title and no abstract"
-    cats = [c for c in str(obj.get("categories") or "").split() if _CATEGORY_RE.match(c) and len(c) <= 32]
-    cats = cats[:MAX_CATEGORIES]
+    cats = list(_categories(str(obj.get("categories") or "")))
     date = publication_date(obj)
     return Record(
         id=paper_id,
         title=title,
         abstract=abstract,
-        authors=_clean(obj.get("authors"), MAX_AUTHORS),
+        authors=clean_text(obj.get("authors"), MAX_AUTHORS),
         categories=cats,
         date=date,
         year=int(date[:4]) if date[:4].isdigit() else 0,

@@ -18,6 +18,8 @@ from pathlib import Path
 from retrieval.arxiv_import import Record
 from retrieval.errors import PaperIndexError
 
+MMAP_BYTES = 1 << 34  # address space only; pages are mapped as they are read
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS papers (
     id TEXT PRIMARY KEY, source TEXT NOT NULL, title TEXT, authors TEXT, abstract TEXT, categories TEXT,
@@ -46,6 +48,9 @@ class DocStore:
             self.db = sqlite3.connect(path, timeout=60, isolation_level=None)  # explicit BEGIN/COMMIT below
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # reads through a memory map: a search's ~10 random row lookups in a GB-sized file cost ~3x less than
+            # through read() calls (writes still go through SQLite's journal, so crash safety is unchanged)
+            self.db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             self.db.executescript(SCHEMA)
         except sqlite3.OperationalError as exc:  # a read-only or full home, a database locked by a stuck writer
             raise PaperIndexError(

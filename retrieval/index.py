@@ -37,7 +37,7 @@ from retrieval.chunking import chunk_pages
 from retrieval.docstore import DocStore
 from retrieval.errors import IngestError, PaperIndexError
 from retrieval.import_lock import one_importer
-from retrieval.index_models import AddReport, Hit, ImportStats, as_date, snippet
+from retrieval.index_models import AddReport, Hit, ImportStats, as_date, snippet, stem_pattern
 from retrieval.keyword import KeywordIndex, KeywordUnit
 from retrieval.progress import Progress
 from retrieval.recipe import DEFAULT_EMBEDDING_MODEL, Recipe, keyword_hash, parser_version
@@ -613,13 +613,13 @@ class PaperIndex:
 
     def _hits(self, query: str, fused: dict[int, float], k: int) -> list[Hit]:
         ranked = sorted(fused.items(), key=lambda kv: -kv[1])
-        terms = set(self.keyword.terms(query))
+        pattern = stem_pattern(set(self.keyword.terms(query)))
         hits: list[Hit] = []
         seen: set[str] = set()
         # Look units up in windows: the top ranks nearly always give the k papers, so reading all ~200 fused units'
         # texts from SQLite is wasted work. A later window is read only when chunks of one paper fill the first.
         info: dict[int, tuple] = {}
-        step = max(2 * k, 20)
+        step = k + max(5, k // 2)
         for i, (uid, score) in enumerate(ranked):
             if i % step == 0:
                 info = self.docs.unit_rows([u for u, _ in ranked[i : i + step]])
@@ -636,7 +636,7 @@ class PaperIndex:
                     title=title or "",
                     year=year or None,
                     score=round(float(score), 6),
-                    snippet=snippet(body or "", terms, self.keyword.terms),
+                    snippet=snippet(body or "", pattern),
                     page=page,
                     chunk=chunk,
                     source=source,

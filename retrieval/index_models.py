@@ -4,7 +4,6 @@ date rule."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 
@@ -71,23 +70,37 @@ def as_date(before: str | date | datetime | None) -> int | None:
         raise PaperIndexError(f"bad --before date {before!r}: expected YYYY-MM-DD") from exc
 
 
-_SENTENCE_MARK = "qqsentencebreakqq"  # kept as it is by the analyser: one analyser call per text, not per sentence
+@dataclass(frozen=True)
+class StemPattern:
+    regex: re.Pattern[str]
+    term_of: dict[str, str]  # matched prefix -> the query term it stands for
 
 
-def snippet(text: str, terms: set[str], terms_of: Callable[[str], list[str]], width: int = 300) -> str:
-    """The sentence (and its neighbours, up to `width` chars) with the most query terms (as `terms_of` analyses)."""
+def stem_pattern(terms: set[str]) -> StemPattern | None:
+    """A regex finding where the query's stemmed terms start a word of raw text (lower case).
+
+    Snowball's English stems are prefixes of the words they come from ("augment" of "augmentation"), except where a
+    final "y" became "i" ("studi" of "study"): such a stem also matches without its "i". Analysing each hit's text
+    with the engine's analyser instead cost ~0.2 ms a hit, a fifth of a whole keyword search at 1M units."""
+    if not terms:
+        return None
+    term_of = {t[:-1]: t for t in terms if len(t) > 3 and t.endswith("i")}
+    term_of |= {t: t for t in terms if t}
+    body = "|".join(re.escape(t) for t in sorted(term_of, key=len, reverse=True))
+    return StemPattern(re.compile(rf"\b(?:{body})"), term_of)
+
+
+def snippet(text: str, pattern: StemPattern | None, width: int = 300) -> str:
+    """The sentence (and its neighbours, up to `width` chars) where the most distinct query terms start words
+    (`pattern` from `stem_pattern`)."""
     sentences = re.split(r"(?<=[.!?])\s+", text)
     if not sentences:
         return ""
-    per_sentence: list[set[str]] = [set()]
-    for term in terms_of(f" {_SENTENCE_MARK} ".join(sentences)):
-        if term == _SENTENCE_MARK:
-            per_sentence.append(set())
-        else:
-            per_sentence[-1].add(term)
-    if len(per_sentence) != len(sentences):  # a sentence that itself contains the mark: analyse one by one
-        per_sentence = [set(terms_of(s)) for s in sentences]
-    best = max(range(len(sentences)), key=lambda i: (len(terms & per_sentence[i]), -i))
+    if pattern is None:
+        best = 0
+    else:
+        found = [len({pattern.term_of[m] for m in pattern.regex.findall(s.lower())}) for s in sentences]
+        best = max(range(len(sentences)), key=lambda i: (found[i], -i))
     out = sentences[best]
     j = best + 1
     while j < len(sentences) and len(out) + len(sentences[j]) < width:

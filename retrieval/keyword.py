@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tantivy
@@ -47,8 +46,7 @@ def engine_version() -> str:
     return version("tantivy")
 
 
-@dataclass(frozen=True)
-class KeywordUnit:
+class KeywordUnit(NamedTuple):  # a tuple, not a dataclass: an import builds one per record (~5x cheaper)
     uid: int
     paper_id: str
     title: str
@@ -225,15 +223,14 @@ class KeywordIndex:
         writer = self._w()
         boost = self.title_boost
         n = 0
-        for u in units:
+        for uid, paper_id, title, text, categories, day in units:
             doc = tantivy.Document()
-            doc.add_unsigned("uid", u.uid)
-            doc.add_text("pid", u.paper_id)
-            title = u.title or ""
-            doc.add_text("text", f"{(title + ' . ') * boost}{u.text or ''}" if title else (u.text or ""))
-            for cat in set(_with_archives(u.categories)):
+            doc.add_unsigned("uid", uid)
+            doc.add_text("pid", paper_id)
+            doc.add_text("text", f"{(title + ' . ') * boost}{text or ''}" if title else (text or ""))
+            for cat in _with_archives(categories):
                 doc.add_text("cat", cat)
-            doc.add_integer("date", date_int(u.date))
+            doc.add_integer("date", date_int(day))
             writer.add_document(doc)
             n += 1
         self._dirty = self._dirty or n > 0
@@ -280,10 +277,13 @@ class KeywordIndex:
 
 
 def _with_archives(categories: str) -> list[str]:
-    """ "cs.LG stat.ML" -> ["cs.LG", "cs", "stat.ML", "stat"]: `--category cs` matches every cs.* paper."""
-    out = []
+    """ "cs.LG cs.CV stat.ML" -> ["cs.LG", "cs", "cs.CV", "stat.ML", "stat"]: `--category cs` matches every cs.*
+    paper; each value once."""
+    out: list[str] = []
     for cat in (categories or "").split():
-        out.append(cat)
-        if "." in cat:
-            out.append(cat.split(".", 1)[0])
+        if cat not in out:
+            out.append(cat)
+        archive = cat.partition(".")[0]
+        if archive != cat and archive not in out:
+            out.append(archive)
     return out
