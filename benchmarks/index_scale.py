@@ -280,9 +280,20 @@ def main() -> None:
             res = run_path(kind, code[kind], size, corpus, vecs, args)
             if res is not None:
                 summary.update(summarise(kind, size, res))
-    print(f"\n# {started}, {os.cpu_count()} cores shared with other work; load average now {os.getloadavg()[0]:.1f}")
+    print(f"\n# {started}, {os.cpu_count()} cores; load average now {os.getloadavg()[0]:.1f}")
+    summary.update(headline(summary, args))
     for k, v in summary.items():
         print(f"{k}: {v:.3f}" if v < 100 else f"{k}: {v:,.0f}")
+
+
+HEADLINE = ("import_records_per_s", "hybrid_p50_ms", "hybrid_p95_ms", "hybrid_filtered_p50_ms", "bm25_p50_ms",
+            "bm25_filtered_p50_ms", "disk_gb", "peak_rss_gb")  # fmt: skip
+
+
+def headline(summary: dict[str, float], args: argparse.Namespace) -> dict[str, float]:
+    """The issue's keys without a prefix: the first path measured (the new code by default) at the largest size."""
+    kind, size = args.paths[0], max(args.sizes)
+    return {k: summary[f"{kind}_{size}_{k}"] for k in HEADLINE if f"{kind}_{size}_{k}" in summary}
 
 
 if __name__ == "__main__":

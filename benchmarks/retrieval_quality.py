@@ -75,7 +75,7 @@ def rankings(ix: PaperIndex, queries: list[dict], mode: str) -> list[list[int]]:
     """Per query, the unit ids of one side's top-DEPTH ranking (the inputs of the fusion)."""
     out = []
     for q in queries:
-        rows = ix._bm25_rank(q["text"], None, DEPTH) if mode == "bm25" else ix._dense_rank(q["text"], None, DEPTH)
+        rows = ix.keyword.search(q["text"], DEPTH)[0] if mode == "bm25" else ix._dense_rank(q["text"], None, DEPTH)
         out.append([int(r) for r in rows])
     return out
 
@@ -152,29 +152,29 @@ def main() -> None:
 
 
 def encoder_agreement(ix: PaperIndex, corpus: list[dict], dev: list[dict]) -> None:
-    """Cosine between the shipped ONNX Runtime query encoder's vectors (int8 unless INT8_FOR_QUERIES is off) and
-    torch's (the index's stored vectors, fp16) over the whole corpus, and over the dev queries against torch run
-    here; the gate for int8 is corpus min >= 0.99."""
+    """Cosine between the ONNX Runtime encoders' vectors (the bulk one, which embedded the index on a CPU, and the
+    query one) and torch's (sentence-transformers on the CPU, run here) over the whole corpus and the dev queries;
+    the gate for int8 is cosine >= 0.99 on the corpus."""
     from retrieval.dense import resolve_model
-    from retrieval.encoder import INT8_FOR_QUERIES, OnnxEncoder
+    from retrieval.encoder import INT8_FOR_BULK, INT8_FOR_QUERIES, OnnxEncoder
 
     uids = np.arange(1, len(corpus) + 1, dtype=np.int64)
-    ref = ix.vectors.rows(uids)
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     info = ix.docs.unit_rows(uids.tolist())
     texts = [f"{info[int(u)][4] or ''}. {info[int(u)][7] or ''}" for u in uids]  # what `index embed` embeds
     qtexts = [q["text"] for q in dev]
-    qref = ix.embedder.model.encode(qtexts, batch_size=64, normalize_embeddings=True)
-    print("\nONNX encoder vs torch (cosine):", flush=True)
-    for int8 in (INT8_FOR_QUERIES,):
+    print("\nONNX encoders vs torch (cosine):", flush=True)
+    ref = ix.embedder.encode(texts, fast=False)  # torch, whatever embedded the index
+    qref = ix.embedder.encode(qtexts, fast=False)
+    for int8 in sorted({INT8_FOR_BULK, INT8_FOR_QUERIES}):
         enc = OnnxEncoder(resolve_model(ix.embedding_model)[1], int8=int8)
         t0 = time.perf_counter()
         vecs = enc.encode(texts)
         rate = len(texts) / (time.perf_counter() - t0)
         cos = (vecs * ref).sum(axis=1)
         qcos = (enc.encode(qtexts) * qref).sum(axis=1)
+        name = f"{'fused' if enc.fused else 'plain'} {'int8' if int8 else 'fp32'}"
         print(
-            f"  {'int8' if int8 else 'fp32'}: corpus ({len(texts)} abstracts) mean {cos.mean():.4f} min {cos.min():.4f}"
+            f"  {name}: corpus ({len(texts)} abstracts) mean {cos.mean():.4f} min {cos.min():.4f}"
             f" (p1 {np.percentile(cos, 1):.4f}); dev queries mean {qcos.mean():.4f} min {qcos.min():.4f}; "
             f"bulk {rate:.1f} abstracts/s",
             flush=True,

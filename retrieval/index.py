@@ -36,6 +36,7 @@ from retrieval.arxiv_import import file_size, read_batches
 from retrieval.chunking import chunk_pages
 from retrieval.docstore import DocStore
 from retrieval.errors import IngestError, PaperIndexError
+from retrieval.filters import EXACT_MAX, FilterCache
 from retrieval.import_lock import one_importer
 from retrieval.index_models import AddReport, Hit, ImportStats, as_date, snippet, stem_pattern
 from retrieval.keyword import KeywordIndex, KeywordUnit
@@ -48,10 +49,7 @@ W_BM25 = 1.25
 W_DENSE = 1.0
 TITLE_BOOST = 2  # see docs/index.md: 3 is train-optimal by R@5 for tantivy but lowers dev MRR below the gate
 CANDIDATES = 100  # depth of each ranking fed to the fusion
-EXACT_MAX = 50_000  # a filter keeping at most this many units is scored exactly (its vectors cached) instead of
-# over-fetching from HNSW: at 1M units that covers every filter keeping < 5%, where over-fetch would need > 3,000
 FETCH_CAP = 4_000
-EXACT_CACHE = 4  # filters whose kept vectors stay in memory (<= 77 MB each at 384 dims)
 SYNC_ON_SEARCH_MAX = 20_000  # pending keyword units a search indexes before answering (a killed import leaves some)
 KEYWORD_COMMIT = 200_000  # units an import queues in tantivy between commits (search sees them after each)
 
@@ -110,7 +108,7 @@ class PaperIndex:
             self._client = chroma_client(self.path / "chroma", chroma_url)
         self._vectors: Any = None
         self._deleted: np.ndarray | None = None
-        self._exact: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # filter -> (uids, their vectors)
+        self._filters = FilterCache(self.keyword)  # what each filter keeps, as a bitmap (retrieval/filters.py)
         self._kept: dict[tuple, int] = {}  # filter -> units it keeps
 
     def _open_keyword(self) -> KeywordIndex:
@@ -293,7 +291,8 @@ class PaperIndex:
         return n
 
     def _invalidate(self) -> None:
-        self._deleted, self._exact, self._kept = None, {}, {}
+        self._deleted, self._kept = None, {}
+        self._filters.clear()
 
     def rebuild_keyword(self, *, title_boost: int | None = None, progress: bool = False) -> int:
         """Rebuild the keyword side from the doc store (e.g. with another title boost, or after losing keyword/)."""
@@ -304,6 +303,7 @@ class PaperIndex:
         self.docs.set_meta("keyword_settings", "")  # forces a fresh folder
         shutil.rmtree(self.path / "keyword", ignore_errors=True)
         self.keyword = self._open_keyword()
+        self._filters = FilterCache(self.keyword)
         self._recipe = None
         return self._sync_keyword(progress=progress)
 
@@ -483,23 +483,6 @@ class PaperIndex:
             self._deleted = np.array(self.docs.deleted_uids(), dtype=np.int64)
         return self._deleted
 
-    def _bm25_rank(self, query: str, filt, n: int) -> np.ndarray:
-        """uids of the best keyword matches, best first (tantivy applies the filter and knows no deleted unit)."""
-        return self.keyword.search(query, n, filt)[0]
-
-    def _exact_set(self, key: tuple, filt, kept: int, embedded_hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """The embedded units a small filter keeps and their vectors (float32), cached per filter: gathering them
-        from the vector file costs far more than scoring them."""
-        hit = self._exact.get(key + (embedded_hi,))
-        if hit is None:
-            uids = self.keyword.filtered_uids(filt, kept)
-            uids = uids[uids < embedded_hi]
-            hit = (uids, self.vectors.rows(uids))
-            if len(self._exact) >= EXACT_CACHE:
-                self._exact.pop(next(iter(self._exact)))
-            self._exact[key + (embedded_hi,)] = hit
-        return hit
-
     def _dense_rank(
         self, query: str, filt, n: int, kept: int | None = None, embedded_hi: int | None = None, key: tuple = ()
     ) -> np.ndarray:
@@ -514,7 +497,7 @@ class PaperIndex:
             if kept == 0:
                 return np.zeros(0, dtype=np.int64)
             if kept <= EXACT_MAX:  # few units kept: score them exactly
-                uids, mat = self._exact_set(key or (id(filt),), filt, kept, embedded_hi)
+                uids, mat = self._filters.exact_set(key or (id(filt),), filt, kept, embedded_hi, self.vectors.rows)
                 if not len(uids):
                     return uids
                 with threadpool_limits(1, user_api="blas"):  # one gemv: BLAS threads only add wake-ups (2x)
@@ -526,8 +509,8 @@ class PaperIndex:
         else:
             fetch = n + min(len(self._deleted_uids()), FETCH_CAP)
         uids, _sims = self.chroma.query(qvec, fetch)
-        if filt is not None:
-            uids = self.keyword.keep(uids, filt)  # the engine decides what passes, as for the keyword side
+        if filt is not None and kept is not None:
+            uids = self._filters.keep(uids, key or (id(filt),), filt, kept)  # the engine's verdict, cached
         elif len(self._deleted_uids()):
             uids = uids[~np.isin(uids, self._deleted_uids())]
         return uids[:n]
@@ -576,7 +559,7 @@ class PaperIndex:
             _ = self.recipe, self.vectors, self.chroma, self._deleted_uids()
             dense = _pool().submit(self._dense_rank, query, filt, n, kept, embedded_hi, key)
         if mode in ("hybrid", "bm25"):
-            for rank, uid in enumerate(self._bm25_rank(query, filt, n), 1):
+            for rank, uid in enumerate(self._filters.keyword_rank(query, key, filt, kept, n), 1):
                 fused[int(uid)] = fused.get(int(uid), 0.0) + W_BM25 / (RRF_K + rank)
         if mode in ("hybrid", "dense"):
             uids = dense.result() if dense is not None else self._dense_rank(query, filt, n, kept, embedded_hi, key)

@@ -187,17 +187,6 @@ class KeywordIndex:
         res = self.searcher.search(filt, limit=limit, count=False, order_by_field="uid", order=tantivy.Order.Asc)
         return np.fromiter((u for u, _ in res.hits), dtype=np.int64, count=len(res.hits))
 
-    def keep(self, uids: np.ndarray, filt: tantivy.Query | None) -> np.ndarray:
-        """The subset of `uids` (order kept) that is indexed, not deleted, and passes the filter."""
-        if len(uids) == 0:
-            return uids
-        q = tantivy.Query.term_set_query(self.schema, "uid", [int(u) for u in uids])
-        if filt is not None:
-            q = tantivy.Query.boolean_query([(tantivy.Occur.Must, q), (tantivy.Occur.Must, filt)])
-        res = self.searcher.search(q, limit=len(uids), count=False)
-        found = np.array(self.searcher.fast_field_values("uid", [a for _, a in res.hits]), dtype=np.int64)
-        return uids[np.isin(uids, found)]
-
     # -- writing ------------------------------------------------------------------------------------------------
     def _w(self) -> tantivy.IndexWriter:
         if self._writer is None:

@@ -146,6 +146,29 @@ def test_filters_by_category_and_date(slice300, tmp_path: Path) -> None:
         ix.search(query, before="May 2025")
 
 
+def test_cached_filter_bitmaps_give_the_engines_own_filtered_answer(slice300, tmp_path: Path) -> None:
+    # a broad filter post-filters the unfiltered ranking through a cached bitmap (retrieval/filters.py): it must give
+    # exactly the ranking tantivy gives the filtered query, and the bitmap exactly the units the filter keeps
+    path, records = slice300
+    ix = PaperIndex(tmp_path / "ix")
+    ix.import_jsonl(path, progress=False)
+    for category, before in (("cs", None), (None, "2025-11-26"), ("cs.LG", None), ("cs.CL", "2025-05-08")):
+        filt, key, kept = ix._filter(category, before)
+        for query in ("learning model data", "language", "graph neural networks for molecules"):
+            engine = ix.keyword.search(query, 30, filt)[0]
+            assert np.array_equal(ix._filters.keyword_rank(query, key, filt, kept, 30), engine), (category, before)
+        mask = ix._filters.mask(key, filt, kept)
+        passing = {
+            uid
+            for uid, r in enumerate(records, 1)
+            if (category is None or any(c == category or c.startswith(category + ".") for c in r["categories"].split()))
+            and (before is None or ix.get_meta(r["id"])["date"] < before)
+        }
+        assert set(np.flatnonzero(mask).tolist()) == passing and kept == len(passing)
+        some = np.arange(1, 301, dtype=np.int64)[::-1]
+        assert ix._filters.keep(some, key, filt, kept).tolist() == [u for u in some.tolist() if u in passing]
+
+
 def test_filter_counts_are_cached_and_refreshed_by_new_units(arxiv_jsonl: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.jsonl.gz", tmp_path / "b.jsonl.gz"
     first = write_slice(arxiv_jsonl, a, 150)
