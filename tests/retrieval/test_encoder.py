@@ -1,0 +1,109 @@
+"""The ONNX Runtime encoder: exported locally from the shipped all-MiniLM-L6-v2 (plain, or fused by onnxruntime's BERT
+optimiser), int8 for queries and for bulk CPU embedding; its vectors agree with torch's (sentence-transformers)."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval import encoder as encoder_mod
+from retrieval.dense import Embedder, resolve_model
+
+REPO = Path(__file__).resolve().parents[2]
+SHORT = ["short", "", "Attention is all you need", "a" * 3000]  # an empty text, one past the 256-token truncation
+
+
+@pytest.fixture(autouse=True, scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("REPLICATE_ONNX_CACHE", str(tmp_path_factory.mktemp("onnx")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    """Real abstracts (title + ". " + abstract, what `index embed` embeds) where the shared data is present."""
+    src = Path(os.environ.get("REPLICATE_SHARED", REPO.parent / "shared")) / "data/arxiv/arxiv-cs-2025-2026.jsonl.gz"
+    rows = []
+    if src.exists():
+        with gzip.open(src, "rt") as fh:
+            rows = [json.loads(line) for line in itertools.islice(fh, 0, 400, 40)]
+    return [f"{r['title']}. {r['abstract']}" for r in rows] + SHORT
+
+
+@pytest.fixture(scope="module")
+def torch_vecs(texts: list[str]) -> np.ndarray:
+    return Embedder(device="cpu").encode(texts, fast=False)  # sentence-transformers' own loop: the reference
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_bulk_cpu_path_is_int8_onnx_and_agrees_with_torch(texts, torch_vecs) -> None:
+    emb = Embedder(device="cpu")
+    bulk = emb.bulk_encoder
+    assert bulk is not None and bulk.graph == encoder_mod.BULK_GRAPH and bulk.int8 == encoder_mod.INT8_FOR_BULK
+    assert bulk.path.name == f"model-{encoder_mod.BULK_GRAPH}-int8.onnx"
+    vecs = emb.encode(texts, batch_size=4)  # the bulk path: several length-sorted batches
+    assert vecs.shape == (len(texts), 384) and vecs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
+    cos = cosines(vecs, torch_vecs)
+    n = len(texts) - len(SHORT)
+    assert cos[:n].min() >= 0.99, cos  # the issue's gate, read per abstract
+    assert cos[n:].min() >= 0.97, cos  # a word, an empty text, 3,000 times one letter: measured 0.977-0.986
+    assert emb.encode([]).shape == (0, 384)
+
+
+@pytest.mark.parametrize("graph", ["fused", "mha"])
+def test_fused_fp32_matches_torch(graph: str, texts, torch_vecs) -> None:
+    enc = encoder_mod.OnnxEncoder(resolve_model(None)[1], int8=False, threads=1, graph=graph)
+    assert enc.graph == graph and enc.path.name == f"model-{graph}.onnx"
+    assert cosines(enc.encode(texts, batch_size=3), torch_vecs).min() > 0.9999
+
+
+def test_query_encoder_agrees_with_torch(texts, torch_vecs) -> None:
+    emb = Embedder(device="cpu")
+    q = emb.query_encoder
+    assert q is not None and q.graph == encoder_mod.QUERY_GRAPH and q.int8 == encoder_mod.INT8_FOR_QUERIES
+    assert float(emb.encode_query(texts[0]) @ torch_vecs[0]) >= 0.99
+    assert float(emb.encode_query(SHORT[2]) @ torch_vecs[-2]) >= 0.98
+
+
+def test_gpu_device_keeps_torch() -> None:
+    emb = Embedder(device="cuda")  # never loaded here: only the choice of encoder is checked
+    assert emb.bulk_encoder is None and emb.query_encoder is None
+
+
+def test_unfusable_model_falls_back_to_the_plain_export(monkeypatch, tmp_path: Path, texts, torch_vecs) -> None:
+    """When the optimiser does not fuse one Attention per layer, the plain export is used (and the attempt is
+    remembered, not repeated)."""
+    import onnxruntime.transformers.optimizer as opt
+
+    monkeypatch.setenv("REPLICATE_ONNX_CACHE", str(tmp_path))
+    calls = []
+
+    class NoFusion:
+        def get_fused_operator_statistics(self) -> dict:
+            return {"Attention": 0, "MultiHeadAttention": 0}
+
+    def fake(*args, **kwargs):
+        calls.append(args)
+        return NoFusion()
+
+    monkeypatch.setattr(opt, "optimize_model", fake)
+    model_dir = Path(resolve_model(None)[1])
+    path = encoder_mod.export(model_dir, int8=True, graph="mha")
+    assert path.name == "model-int8.onnx" and (path.parent / "model-mha.unavailable").exists()
+    assert not (path.parent / "model-eager.onnx").exists()
+    assert encoder_mod.export(model_dir, int8=True, graph="mha") == path and len(calls) == 1
+    enc = encoder_mod.OnnxEncoder(model_dir, int8=False, threads=1, graph="mha")
+    assert enc.graph == "plain" and cosines(enc.encode(texts[:4]), torch_vecs[:4]).min() > 0.9999
