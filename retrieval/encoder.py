@@ -74,8 +74,9 @@ def onnx_compatible(model_dir: Path) -> bool:
 
 
 def _weights_key(model_dir: Path) -> str:
+    from importlib.metadata import version  # not `import torch`: a search process never needs it (~0.4 GB, ~1.5 s)
+
     import onnxruntime
-    import torch
 
     h = hashlib.sha256()
     for name in ("model.safetensors", "pytorch_model.bin", "config.json", "tokenizer.json"):
@@ -85,7 +86,7 @@ def _weights_key(model_dir: Path) -> str:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
     # the fused graph depends on onnxruntime's optimiser, the export on torch's exporter
-    h.update(f"opset{OPSET}-torch{torch.__version__.split('+')[0]}-ort{onnxruntime.__version__}".encode())
+    h.update(f"opset{OPSET}-torch{version('torch').split('+')[0]}-ort{onnxruntime.__version__}".encode())
     return h.hexdigest()[:16]
 
 
