@@ -18,8 +18,7 @@ What is measured, exactly:
     fusion, snippets from SQLite), k=10, after 20 untimed warm-up queries (after a fill, on the index opened
     afresh); queries are titles of random real records.
   * CPU embedding rate: what `index embed` runs on a CPU (fused int8 ONNX), torch (sentence-transformers) and the
-    plain ONNX Runtime
-    encoders (fp32, int8) on --embed-sample real abstracts.
+    plain ONNX Runtime encoders (fp32, int8) on --embed-sample real abstracts.
 
     .venv/bin/python benchmarks/index_scale.py --sizes 200000 1000000
 
