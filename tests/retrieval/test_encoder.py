@@ -7,13 +7,15 @@ import gzip
 import itertools
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from retrieval import encoder as encoder_mod
-from retrieval.dense import Embedder, resolve_model
+from retrieval.dense import Embedder, no_accelerator_present, resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 SHORT = ["short", "", "Attention is all you need", "a" * 3000]  # an empty text, one past the 256-token truncation
@@ -107,3 +109,16 @@ def test_unfusable_model_falls_back_to_the_plain_export(monkeypatch, tmp_path: P
     assert encoder_mod.export(model_dir, int8=True, graph="mha") == path and len(calls) == 1
     enc = encoder_mod.OnnxEncoder(model_dir, int8=False, threads=1, graph="mha")
     assert enc.graph == "plain" and cosines(enc.encode(texts[:4]), torch_vecs[:4]).min() > 0.9999
+
+
+@pytest.mark.skipif(not no_accelerator_present(), reason="this machine has a GPU device node")
+def test_a_search_on_a_cpu_machine_never_imports_torch() -> None:
+    # torch costs a searching process ~0.4 GB and ~1.5 s; on a machine without a GPU nothing in the query path needs
+    # it (device choice, the ONNX cache key, the query encoder) once the ONNX export exists: make it here first
+    Embedder().encode_query("warm the export cache")
+    code = (
+        "import sys; from retrieval.dense import Embedder; e = Embedder(); e.encode_query('graph neural networks'); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "False"
