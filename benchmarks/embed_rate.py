@@ -84,6 +84,11 @@ def cos_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
     return float(c.mean()), float(np.percentile(c, 1)), float(c.min())
 
 
+def cosine_summary(vecs: np.ndarray, ref: np.ndarray) -> str:
+    m, p1, lo = cos_stats(vecs, ref)
+    return f"mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
+
+
 def main() -> None:
     shared = Path(os.environ.get("REPLICATE_SHARED", REPO.parent / "shared"))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,20 +134,20 @@ def main() -> None:
         line = f"{name:<11} {rate:7.1f} abstracts/s wall, {per_cpu:6.1f} per CPU-second"
         results[f"{name}_abstracts_per_s"] = f"{rate:.1f}"
         results[f"{name}_abstracts_per_cpu_s"] = f"{per_cpu:.1f}"
-        if ref is None:
+        if ref is None:  # the first encoder (torch) is the reference
             ref = vecs
         else:
-            m, p1, lo = cos_stats(vecs, ref)
-            line += f" | arXiv cosine vs torch mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
-            results[f"{name}_cosine_arxiv"] = f"mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
+            stats = cosine_summary(vecs, ref)
+            line += f" | arXiv cosine vs torch {stats}"
+            results[f"{name}_cosine_arxiv"] = stats
         if sci is not None:
             sv = np.asarray(enc(sci), dtype=np.float32)
             if sci_ref is None:
                 sci_ref = sv
             else:
-                m, p1, lo = cos_stats(sv, sci_ref)
-                line += f" | SciTLDR ({len(sci)}) mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
-                results[f"{name}_cosine_scitldr"] = f"mean {m:.4f} p1 {p1:.4f} min {lo:.4f}"
+                stats = cosine_summary(sv, sci_ref)
+                line += f" | SciTLDR ({len(sci)}) {stats}"
+                results[f"{name}_cosine_scitldr"] = stats
         print(line, flush=True)
     from retrieval.dense import Embedder
 
