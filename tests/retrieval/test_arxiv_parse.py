@@ -12,7 +12,7 @@ from retrieval.index_models import snippet, stem_pattern
 
 def test_clean_equals_split_and_join_on_every_whitespace_shape() -> None:
     rng = random.Random(0)
-    pieces = ["word", "é", "x", " ", "  ", "\n", "\t", "\r\n", "\x0b", "\x0c", "\u00a0", "\u2009", "."]
+    pieces = ["word", "é", "x", " ", "  ", "\n", "\t", "\r\n", "\x0b", "\x0c", "\x1c", "\x1f", "\u00a0", "\u2009", "."]
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 30)))
         for cap in (3, 10, 1000):
