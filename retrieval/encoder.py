@@ -25,13 +25,15 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from retrieval.errors import PaperIndexError
 
 OPSET = 17
-GRAPHS = ("plain", "fused", "mha")
+Graph = Literal["plain", "fused", "mha"]
+GRAPHS: tuple[Graph, ...] = get_args(Graph)
 BATCH = 16  # texts per ONNX run on the CPU (bulk, int8 mha, 2 cores: 16 ~2% faster than 32, 64 and 128 ~5% slower)
 # Bulk CPU embedding (retrieval/dense.py `Embedder.encode`): int8 on the "fused" graph. Cosine vs torch over the 3,229
 # SciTLDR abstracts: mean 0.9958, p1 0.9935, min 0.9906 (every vector passes the 0.99 gate); 74-77 arXiv abstracts/s
@@ -39,12 +41,12 @@ BATCH = 16  # texts per ONNX run on the CPU (bulk, int8 mha, 2 cores: 16 ~2% fas
 # 0.9381 / 0.8616). "mha" int8 is ~10% faster (81-92/s: the 80/s target) but has 1-2 SciTLDR abstracts below 0.99
 # (min 0.987-0.990, mean 0.9950, p1 0.9923) and hybrid MRR 0.8620; "plain" int8 ~64/s; False in INT8_FOR_BULK: fp32
 # (cosine 1.0000, ~47/s fused). Figures: docs/index.md, benchmarks/embed_rate.py
-BULK_GRAPH = "fused"
+BULK_GRAPH: Graph = "fused"
 INT8_FOR_BULK = True
 # Queries (one text, one thread): the plain int8 graph, as measured before bulk embedding moved to ONNX: cosine mean
 # 0.9950, min 0.9883 on SciTLDR abstracts; False in INT8_FOR_QUERIES gives fp32 ONNX queries (cosine 1.0000, ~4 ms
 # more per query on this CPU)
-QUERY_GRAPH = "plain"
+QUERY_GRAPH: Graph = "plain"
 INT8_FOR_QUERIES = True
 
 
@@ -90,7 +92,7 @@ def _weights_key(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def export(model_dir: Path, *, int8: bool = False, graph: str = "mha") -> Path:
+def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain") -> Path:
     """The ONNX file for `model_dir` (fp32, or int8 weights), exported on first use under `cache_root()`. `graph`:
     "plain" (torch's export as is), "fused" (onnxruntime's BERT fusions, attention as one Attention kernel with the
     packed Q/K/V projection inside, kept fp32 by the int8 quantiser), or "mha" (the same fusions with the attention
@@ -145,7 +147,7 @@ class _DropMessage(logging.Filter):
         return self.text not in record.getMessage()
 
 
-def _fused_fp32(model_dir: Path, folder: Path, graph: str) -> Path | None:
+def _fused_fp32(model_dir: Path, folder: Path, graph: Graph) -> Path | None:
     """model-<graph>.onnx: the eager-attention export through onnxruntime's BERT optimiser, or None (and a marker
     file, so the attempt is not repeated) when it does not fuse one attention node per layer."""
     out, marker = folder / f"model-{graph}.onnx", folder / f"model-{graph}.unavailable"
@@ -228,7 +230,9 @@ def _export_fp32(model_dir: Path, out: Path, *, attn: str | None = None) -> None
 class OnnxEncoder:
     """`encode(texts)` -> L2-normalised float32 vectors, on ONNX Runtime's CPU provider."""
 
-    def __init__(self, model_dir: str | Path, *, int8: bool = False, threads: int | None = None, graph: str = "mha"):
+    def __init__(
+        self, model_dir: str | Path, *, int8: bool = False, threads: int | None = None, graph: Graph = "plain"
+    ):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 

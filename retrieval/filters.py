@@ -31,6 +31,7 @@ from retrieval.keyword import KeywordIndex
 BROAD = 0.3  # kept fraction above which the keyword side post-filters the unfiltered ranking
 EXACT_MAX = 50_000  # a filter keeping at most this many units is scored exactly (its vectors cached) instead of
 # over-fetching from HNSW: at 1M units that covers every filter keeping < 5%, where over-fetch would need > 3,000
+COUNTS = 64  # filters whose unit count is kept
 MASKS = 8  # bitmaps kept (1 MB each per million units)
 EXACT_SETS = 4  # filters whose kept vectors stay in memory (<= 77 MB each at 384 dims)
 
@@ -40,13 +41,22 @@ class FilterCache:
 
     def __init__(self, keyword: KeywordIndex):
         self.keyword = keyword
+        self._counts: dict[tuple, int] = {}
         self._masks: dict[tuple, np.ndarray] = {}
         self._exact: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()  # the keyword and dense sides of one hybrid search run in two threads
 
     def clear(self) -> None:
         with self._lock:
-            self._masks, self._exact = {}, {}
+            self._counts, self._masks, self._exact = {}, {}, {}
+
+    def kept(self, key: tuple, filt) -> int:
+        """How many units the filter keeps (one engine count per filter and generation)."""
+        if key not in self._counts:
+            if len(self._counts) >= COUNTS:
+                self._counts.clear()
+            self._counts[key] = self.keyword.count(filt)
+        return self._counts[key]
 
     def mask(self, key: tuple, filt, kept: int) -> np.ndarray:
         """bool array over uids: True where the unit is indexed, live and passes the filter."""

@@ -97,7 +97,7 @@ class PaperIndex:
             self.docs.set_meta("index_id", uuid.uuid4().hex[:16])
         self.index_id = str(self.docs.get_meta("index_id"))
         self._title_boost = int(self.docs.get_meta("title_boost") or TITLE_BOOST)
-        self.keyword = self._open_keyword()
+        self._attach_keyword()
         self._embedder: Any = None  # retrieval.dense.Embedder, ChromaSide, VectorFile: imported on first use
         self._recipe: Recipe | None = None
         self._chroma: Any = None
@@ -108,8 +108,11 @@ class PaperIndex:
             self._client = chroma_client(self.path / "chroma", chroma_url)
         self._vectors: Any = None
         self._deleted: np.ndarray | None = None
-        self._filters = FilterCache(self.keyword)  # what each filter keeps, as a bitmap (retrieval/filters.py)
-        self._kept: dict[tuple, int] = {}  # filter -> units it keeps
+
+    def _attach_keyword(self) -> None:
+        """Open the keyword side and the cache of what its filters keep (retrieval/filters.py), which belongs to it."""
+        self.keyword = self._open_keyword()
+        self._filters = FilterCache(self.keyword)
 
     def _open_keyword(self) -> KeywordIndex:
         """The tantivy index for the current keyword settings; indexes of other settings are removed (they are
@@ -291,7 +294,7 @@ class PaperIndex:
         return n
 
     def _invalidate(self) -> None:
-        self._deleted, self._kept = None, {}
+        self._deleted = None
         self._filters.clear()
 
     def rebuild_keyword(self, *, title_boost: int | None = None, progress: bool = False) -> int:
@@ -302,8 +305,7 @@ class PaperIndex:
             self._title_boost = title_boost
         self.docs.set_meta("keyword_settings", "")  # forces a fresh folder
         shutil.rmtree(self.path / "keyword", ignore_errors=True)
-        self.keyword = self._open_keyword()
-        self._filters = FilterCache(self.keyword)
+        self._attach_keyword()
         self._recipe = None
         return self._sync_keyword(progress=progress)
 
@@ -472,11 +474,7 @@ class PaperIndex:
         key = (category or None, cutoff, self.keyword.generation)
         if filt is None:
             return None, key, self.keyword.n_docs
-        if key not in self._kept:
-            if len(self._kept) >= 64:
-                self._kept.clear()
-            self._kept[key] = self.keyword.count(filt)
-        return filt, key, self._kept[key]
+        return filt, key, self._filters.kept(key, filt)
 
     def _deleted_uids(self) -> np.ndarray:  # tombstoned units (replaced PDFs): Chroma still holds their vectors
         if self._deleted is None:
@@ -493,11 +491,12 @@ class PaperIndex:
             return np.zeros(0, dtype=np.int64)
         qvec = self.embedder.encode_query(query)
         if filt is not None:
+            key = key or (id(filt),)  # a direct call without the search's key: cached for this filter object only
             kept = self.keyword.count(filt) if kept is None else kept
             if kept == 0:
                 return np.zeros(0, dtype=np.int64)
             if kept <= EXACT_MAX:  # few units kept: score them exactly
-                uids, mat = self._filters.exact_set(key or (id(filt),), filt, kept, embedded_hi, self.vectors.rows)
+                uids, mat = self._filters.exact_set(key, filt, kept, embedded_hi, self.vectors.rows)
                 if not len(uids):
                     return uids
                 with threadpool_limits(1, user_api="blas"):  # one gemv: BLAS threads only add wake-ups (2x)
@@ -510,7 +509,7 @@ class PaperIndex:
             fetch = n + min(len(self._deleted_uids()), FETCH_CAP)
         uids, _sims = self.chroma.query(qvec, fetch)
         if filt is not None and kept is not None:
-            uids = self._filters.keep(uids, key or (id(filt),), filt, kept)  # the engine's verdict, cached
+            uids = self._filters.keep(uids, key, filt, kept)  # the engine's verdict, cached
         elif len(self._deleted_uids()):
             uids = uids[~np.isin(uids, self._deleted_uids())]
         return uids[:n]
