@@ -124,7 +124,7 @@ def test_search_while_keyword_indexing_is_pending_says_so(arxiv_jsonl: Path, tmp
     ix.docs.add_arxiv_batch([rec], "other-file", {"offset": 0, "lines": 1, "imported": 0, "duplicates": 0,
                                                   "malformed": 0})  # fmt: skip
     other = PaperIndex(tmp_path / "ix")
-    other.keyword._w()  # this "import" holds tantivy's writer lock
+    assert other.keyword.writable()  # this "import" now holds tantivy's writer locks
     with pytest.raises(PaperIndexError, match="index is incomplete: 1 stored units are not keyword-indexed"):
         ix.search("quokka okapi", mode="bm25")
     assert "index import" in str(ix.incomplete())
