@@ -37,7 +37,7 @@ import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import tantivy
@@ -254,8 +254,12 @@ class KeywordIndex:
     def count(self, filt: tantivy.Query | None) -> int:
         if filt is None:
             return self.n_docs
-        counts = _each_shard(lambda i: self.shards[i].searcher.search(filt, limit=1, count=True), len(self.shards))
-        return sum(int(res.count) for res in counts)  # the stubs lack SearchResult.count
+
+        def one(i: int) -> int:
+            res: Any = self.shards[i].searcher.search(filt, limit=1, count=True)  # the stubs lack SearchResult.count
+            return int(res.count)
+
+        return sum(_each_shard(one, len(self.shards)))
 
     def filtered_uids(self, filt: tantivy.Query, limit: int) -> np.ndarray:
         """Every uid the filter keeps (at most `limit`), ascending."""
