@@ -6,9 +6,12 @@ checks that the failure is one line on stderr with a non-zero exit and that the 
 
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -297,17 +300,43 @@ def _records(path: Path, n: int) -> Path:
     return path
 
 
-def test_a_second_import_into_the_same_index_is_refused_on_one_line(tmp_path: Path) -> None:
-    import time
+def _lock_held(path: Path) -> bool:
+    """Whether another process holds the OS lock (filelock takes flock on Unix) on `path`."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops the lock this probe may have taken
+    return False
 
-    records = _records(tmp_path / "records.jsonl", 40_000)  # seconds of import: the second starts meanwhile
+
+def _pause_while_holding(proc: subprocess.Popen, lock: Path, deadline: float) -> None:
+    """SIGSTOP `proc` at a moment it holds `lock`; it holds it until SIGCONT."""
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the first import ended before it could be paused holding the lock"
+        if lock.exists():
+            proc.send_signal(signal.SIGSTOP)
+            if _lock_held(lock):
+                return
+            proc.send_signal(signal.SIGCONT)  # stopped just before taking it, or between two imports' steps
+        time.sleep(0.005)
+    raise AssertionError("the first import never took the import lock")
+
+
+def test_a_second_import_into_the_same_index_is_refused_on_one_line(tmp_path: Path) -> None:
+    records = _records(tmp_path / "records.jsonl", 40_000)
     lock = Path(os.environ["REPLICATE_HOME"]) / "index" / ".import.lock"
     first = subprocess.Popen([str(REPLICATE), "index", "import", str(records)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not lock.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    second = cli("index", "import", str(records), rc=1)
+    # Paused while it holds the lock: on a fast machine the first import ends before a second process has even
+    # started (CI once saw "already imported"), so waiting for the lock file alone made this test a race.
+    _pause_while_holding(first, lock, deadline=time.monotonic() + 60)
+    try:
+        second = cli("index", "import", str(records), rc=1)
+    finally:
+        first.send_signal(signal.SIGCONT)
     one_line_error(second, "another `replicate index import` is writing the index", "rerun")
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0 and "Traceback" not in err, err
