@@ -543,11 +543,26 @@ class PaperIndex:
             raise PaperIndexError("empty search query")
         self._catch_up()
         filt, key, kept = self._filter(category, before)
-        n = max(CANDIDATES, 3 * k)
         if mode == "dense" and self._embedded_hi() <= 1:
             raise PaperIndexError(self._no_vectors_message())
         if mode == "hybrid" and self._embedded_hi() <= 1 and self._vectors_elsewhere():
             raise PaperIndexError(self._no_vectors_message())
+        # The fusion wants each ranking CANDIDATES deep. The keyword ranking alone needs only enough units for k
+        # papers, and a shorter top-n is cheaper in the engine (at 1M units ~0.7 ms of a keyword search for 10
+        # instead of 100); when a few papers' chunks fill it, the search goes deeper.
+        n = 3 * k if mode == "bm25" else max(CANDIDATES, 3 * k)
+        while True:
+            fused = self._fused(query, mode, filt, key, kept, n)
+            hits = self._hits(query, fused, k)
+            if mode != "bm25" or len(hits) >= k or len(fused) < n or n >= FETCH_CAP:
+                break
+            n = min(n * 4, FETCH_CAP)
+        if not fused and mode != "dense" and self.incomplete():
+            raise PaperIndexError(f"no matching papers, but {self.incomplete()}")
+        return hits
+
+    def _fused(self, query: str, mode: str, filt, key: tuple, kept: int, n: int) -> dict[int, float]:
+        """uid -> reciprocal-rank fusion score of the top `n` of each ranking that `mode` uses."""
         fused: dict[int, float] = {}
         dense = None
         embedded_hi = self._embedded_hi() if mode != "bm25" else 1
@@ -564,9 +579,7 @@ class PaperIndex:
             uids = dense.result() if dense is not None else self._dense_rank(query, filt, n, kept, embedded_hi, key)
             for rank, uid in enumerate(uids, 1):
                 fused[int(uid)] = fused.get(int(uid), 0.0) + W_DENSE / (RRF_K + rank)
-        if not fused and mode != "dense" and self.incomplete():
-            raise PaperIndexError(f"no matching papers, but {self.incomplete()}")
-        return self._hits(query, fused, k)
+        return fused
 
     def _catch_up(self) -> None:
         """See what another process committed; index a few pending units (a killed import's) when none is writing."""

@@ -243,6 +243,23 @@ def test_keyword_units_match_the_doc_store_after_a_pdf_replaces_a_record(slice30
     assert ix.search("quokka okapi", k=1, mode="bm25")[0].id == rec["id"]
 
 
+def test_keyword_search_goes_deeper_when_one_papers_chunks_fill_the_ranking(slice300, tmp_path: Path) -> None:
+    """Keyword-only search ranks 3k units; 40 chunks of one paper outranking every other unit must not leave the
+    second paper out."""
+    path, records = slice300
+    ix = PaperIndex(tmp_path / "ix")
+    ix.import_jsonl(path, progress=False)
+    meta = {"title": "Zebra quokka", "path": str(tmp_path / "z.pdf"), "sha256": "1" * 64}
+    chunks = [(i, i + 1, f"zebra quokka okapi zebra quokka, part {i}") for i in range(40)]
+    ix.docs.add_pdf_paper("zq-many", meta, "zebra quokka", chunks)
+    other = {"title": "On okapis", "path": str(tmp_path / "o.pdf"), "sha256": "2" * 64}
+    ix.docs.add_pdf_paper("zq-other", other, "okapi", [(0, 1, "an okapi, and a word on the zebra")])
+    ix._sync_keyword()
+    hits = ix.search("zebra quokka okapi", k=2, mode="bm25")
+    assert [h.id for h in hits] == ["zq-many", "zq-other"]
+    assert hits[0].page is not None
+
+
 def test_publication_date_rules() -> None:
     v1 = {"id": "0704.0001", "versions": [{"version": "v1", "created": "Mon, 2 Apr 2007 19:18:42 GMT"}]}
     assert publication_date(v1) == "2007-04-02"
