@@ -115,4 +115,3 @@ def download_pdf(paper_id: str, folder: Path, *, url: str | None = None, timeout
         fh.write(reply.content)
     os.replace(tmp, target)
     return target
-
