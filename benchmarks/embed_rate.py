@@ -2,15 +2,17 @@
 
 Embeds N real abstracts (title + ". " + abstract, the text `PaperIndex.embed` builds) from the shared arXiv CS file
 with each encoder, timing the whole `encode` call (tokenising included) in wall time and in CPU time of this
-process, after one warm-up batch. Cosine is against torch's vectors (sentence-transformers, fp32) of the same
-texts; `--scitldr` also reads the cosine over the 3,229 SciTLDR abstracts (the issue's gate, ~3 minutes more).
+process, after one warm-up batch; `--rounds` timed rounds with the encoders taking turns in each, the median round
+reported. Cosine is against torch's vectors (sentence-transformers, fp32) of the same texts; `--scitldr` also reads
+the cosine over the 3,229 SciTLDR abstracts (the issue's gate, ~3 minutes more).
 
-    flock /tmp/bench.lock .venv/bin/python benchmarks/embed_rate.py --n 512
+    flock /tmp/bench.lock .venv/bin/python benchmarks/embed_rate.py --n 512 --scitldr
 
 Encoders: torch (sentence-transformers' loop, batch 64), then ONNX Runtime graphs (retrieval/encoder.py `GRAPHS`) in
-fp32 and int8: plain (torch.onnx export as is: the query encoder), fused (onnxruntime's BERT fusions, packed Q/K/V
-projection inside one fp32 Attention kernel: the bulk CPU encoder), mha (the same with MultiHeadAttention and
-separate, int8-quantised Q/K/V MatMuls). Prints one line per encoder, then a `key: value` block.
+fp32 and int8: plain (torch.onnx export as is), fused (onnxruntime's BERT fusions, packed Q/K/V projection inside
+one fp32 Attention kernel), mha (the same with MultiHeadAttention and separate Q/K/V MatMuls; its int8 is smoothed
+first, retrieval/smoothing.py: the bulk CPU encoder and the query encoder), and mha-int8raw (mha int8 without the
+smoothing). Prints one line per encoder, then a `key: value` block.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-ENCODERS = ("torch", "plain-fp32", "plain-int8", "fused-fp32", "fused-int8", "mha-fp32", "mha-int8")
+ENCODERS = ("torch", "plain-fp32", "plain-int8", "fused-fp32", "fused-int8", "mha-fp32", "mha-int8", "mha-int8raw")
 
 
 def arxiv_texts(path: Path, n: int, stride: int) -> list[str]:
@@ -66,14 +68,14 @@ def make(name: str, model_dir: str, threads: int, batch: int):
     from retrieval.encoder import OnnxEncoder
 
     graph, prec = name.split("-")
-    e = OnnxEncoder(model_dir, int8=prec == "int8", threads=threads, graph=graph)
+    smooth = False if prec == "int8raw" else None  # "raw": int8 without the activation smoothing
+    e = OnnxEncoder(model_dir, int8=prec.startswith("int8"), threads=threads, graph=graph, smooth=smooth)
     if e.graph != graph:
         raise SystemExit(f"{name}: the BERT optimiser did not fuse this model ({e.path})")
     return lambda texts: e.encode(texts, batch_size=batch)
 
 
 def timed(enc, texts: list[str]) -> tuple[np.ndarray, float, float]:
-    enc(texts[:32])  # warm-up: first-run allocations
     t0, c0 = time.perf_counter(), time.process_time()
     vecs = np.asarray(enc(texts), dtype=np.float32)
     return vecs, time.perf_counter() - t0, time.process_time() - c0
@@ -98,6 +100,7 @@ def main() -> None:
     ap.add_argument("--encoders", default=",".join(ENCODERS), help=f"comma-separated, of {', '.join(ENCODERS)}")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-size", type=int, default=None, help="texts per ONNX run (default: the encoder's)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds, the encoders interleaved in each")
     ap.add_argument(
         "--scitldr",
         type=Path,
@@ -126,26 +129,34 @@ def main() -> None:
         flush=True,
     )
     results: dict[str, str] = {"abstracts": str(len(texts)), "threads": str(args.threads), "onnx_batch": str(batch)}
-    ref = sci_ref = None
-    for name in names:
-        enc = make(name, model_dir, args.threads, batch)
-        vecs, wall, cpu = timed(enc, texts)
-        rate, per_cpu = len(texts) / wall, len(texts) / cpu
+    encoders = {name: make(name, model_dir, args.threads, batch) for name in names}
+    for enc in encoders.values():
+        enc(texts[:32])  # warm-up: first-run allocations
+    # Rounds: each encoder once per round, in turn, so a machine that drifts (rates moved by up to 8% between runs
+    # on an idle machine) slows every encoder alike; the rate is the median round's.
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    vecs: dict[str, np.ndarray] = {}
+    for _ in range(args.rounds):
+        for name, enc in encoders.items():
+            vecs[name], wall, cpu = timed(enc, texts)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    ref = vecs[names[0]]  # torch: the reference for the cosines
+    sci_ref = np.asarray(encoders[names[0]](sci), dtype=np.float32) if sci is not None else None
+    for name, enc in encoders.items():
+        rate, per_cpu = len(texts) / float(np.median(walls[name])), len(texts) / float(np.median(cpus[name]))
         line = f"{name:<11} {rate:7.1f} abstracts/s wall, {per_cpu:6.1f} per CPU-second"
+        if args.rounds > 1:
+            line += f" (rounds: {', '.join(f'{len(texts) / w:.1f}' for w in walls[name])})"
         results[f"{name}_abstracts_per_s"] = f"{rate:.1f}"
         results[f"{name}_abstracts_per_cpu_s"] = f"{per_cpu:.1f}"
-        if ref is None:  # the first encoder (torch) is the reference
-            ref = vecs
-        else:
-            stats = cosine_summary(vecs, ref)
+        if name != names[0]:
+            stats = cosine_summary(vecs[name], ref)
             line += f" | arXiv cosine vs torch {stats}"
             results[f"{name}_cosine_arxiv"] = stats
-        if sci is not None:
-            sv = np.asarray(enc(sci), dtype=np.float32)
-            if sci_ref is None:
-                sci_ref = sv
-            else:
-                stats = cosine_summary(sv, sci_ref)
+            if sci is not None and sci_ref is not None:
+                stats = cosine_summary(np.asarray(enc(sci), dtype=np.float32), sci_ref)
                 line += f" | SciTLDR ({len(sci)}) {stats}"
                 results[f"{name}_cosine_scitldr"] = stats
         print(line, flush=True)

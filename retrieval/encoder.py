@@ -13,8 +13,9 @@ SkipLayerNormalization pair and one BiasGelu per layer, and the attention as one
 projection inside ("fused") or as MultiHeadAttention after three separate Q/K/V MatMuls ("mha"). Where the model does
 not fuse one attention node per layer (another architecture), the plain export is used. int8 is dynamic quantisation
 of the MatMul weights, per channel; it leaves the packed projection inside "fused"'s Attention kernel in fp32, and
-quantises "mha"'s Q/K/V MatMuls. Which graph serves what, with the measured cosines and rates: `BULK_GRAPH` and
-`QUERY_GRAPH` below, docs/index.md, benchmarks/embed_rate.py.
+quantises "mha"'s Q/K/V MatMuls, after smoothing the activations that feed them (retrieval/smoothing.py: without it
+int8 Q/K/V put SciTLDR abstracts below cosine 0.99 of torch). Which graph serves what, with the measured cosines and
+rates: `BULK_GRAPH` and `QUERY_GRAPH` below, docs/index.md, benchmarks/embed_rate.py.
 """
 
 from __future__ import annotations
@@ -30,23 +31,24 @@ from typing import Literal, get_args
 import numpy as np
 
 from retrieval.errors import PaperIndexError
+from retrieval.smoothing import ALPHA, smooth_model
 
 OPSET = 17
 Graph = Literal["plain", "fused", "mha"]
 GRAPHS: tuple[Graph, ...] = get_args(Graph)
 BATCH = 16  # texts per ONNX run on the CPU (bulk, int8 mha, 2 cores: 16 ~2% faster than 32, 64 and 128 ~5% slower)
-# Bulk CPU embedding (retrieval/dense.py `Embedder.encode`): int8 on the "fused" graph. Cosine vs torch over the 3,229
-# SciTLDR abstracts: mean 0.9958, p1 0.9935, min 0.9906 (every vector passes the 0.99 gate); 74-77 arXiv abstracts/s
-# on two idle cores (torch 24); SciTLDR dev hybrid R@5 / MRR with these document vectors 0.9374 / 0.8634 (torch's
-# 0.9381 / 0.8616). "mha" int8 is ~10% faster (81-92/s: the 80/s target) but has 1-2 SciTLDR abstracts below 0.99
-# (min 0.987-0.990, mean 0.9950, p1 0.9923) and hybrid MRR 0.8620; "plain" int8 ~64/s; False in INT8_FOR_BULK: fp32
-# (cosine 1.0000, ~47/s fused). Figures: docs/index.md, benchmarks/embed_rate.py
-BULK_GRAPH: Graph = "fused"
+# int8 exports of these graphs are smoothed first (retrieval/smoothing.py); the file name carries the strength
+SMOOTHED: tuple[Graph, ...] = ("mha",)
+# Bulk CPU embedding (retrieval/dense.py `Embedder.encode`) and queries: int8 on the smoothed "mha" graph. Cosine vs
+# torch over the 3,229 SciTLDR abstracts: mean 0.9963, p1 0.9943, min 0.9920 (the "fused" int8 graph, shipped
+# before: 0.9958 / 0.9935 / 0.9906); SciTLDR dev queries, one at a time: mean 0.9961, min 0.9916 (the plain int8
+# graph, the query encoder before: 0.9936 / 0.9862). Speed, interleaved on one machine: bulk 17% more abstracts/s
+# than fused int8 (as fast as unsmoothed mha int8), a query as fast as plain int8. False in INT8_FOR_BULK /
+# INT8_FOR_QUERIES: fp32 (cosine 1.0000; bulk ~40% slower, a query ~2x). Figures: docs/index.md,
+# benchmarks/embed_rate.py
+BULK_GRAPH: Graph = "mha"
 INT8_FOR_BULK = True
-# Queries (one text, one thread): the plain int8 graph, as measured before bulk embedding moved to ONNX: cosine mean
-# 0.9950, min 0.9883 on SciTLDR abstracts; False in INT8_FOR_QUERIES gives fp32 ONNX queries (cosine 1.0000, ~4 ms
-# more per query on this CPU)
-QUERY_GRAPH: Graph = "plain"
+QUERY_GRAPH: Graph = "mha"
 INT8_FOR_QUERIES = True
 
 
@@ -92,12 +94,13 @@ def _weights_key(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain") -> Path:
+def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain", smooth: bool | None = None) -> Path:
     """The ONNX file for `model_dir` (fp32, or int8 weights), exported on first use under `cache_root()`. `graph`:
     "plain" (torch's export as is), "fused" (onnxruntime's BERT fusions, attention as one Attention kernel with the
     packed Q/K/V projection inside, kept fp32 by the int8 quantiser), or "mha" (the same fusions with the attention
     core as MultiHeadAttention and the Q/K/V projections as separate MatMuls, which int8 quantises); a graph the
-    model does not fuse into falls back to "plain"."""
+    model does not fuse into falls back to "plain". `smooth` (int8 only; default: the graph is in `SMOOTHED`)
+    smooths the activations before quantising (retrieval/smoothing.py)."""
     if graph not in GRAPHS:
         raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, not {graph!r}")
     from filelock import FileLock
@@ -112,11 +115,19 @@ def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain") -> Pa
                 _export_fp32(model_dir, fp32)
         if not int8:
             return fp32
-        q8 = fp32.with_name(fp32.stem + "-int8.onnx")
+        if smooth is None:
+            smooth = graph in SMOOTHED
+        smooth = smooth and fp32.name == f"model-{graph}.onnx"  # not on the plain fallback
+        q8 = fp32.with_name(fp32.stem + (f"-int8-smooth{ALPHA}.onnx" if smooth else "-int8.onnx"))
         if not q8.exists():
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             tmp = q8.with_suffix(".tmp.onnx")
+            source = fp32
+            if smooth:
+                source = fp32.with_name(fp32.stem + "-smoothed.tmp.onnx")
+                tokenizer = _tokenizer(model_dir)
+                smooth_model(fp32, source, lambda texts: _calibration_feeds(tokenizer, texts))
             # per-channel int8 weights on the MatMuls only: per-tensor scales, or quantising the embedding Gather as
             # well, measured cosine 0.93 against torch on SciTLDR abstracts; this keeps >= 0.99 (docs/index.md). In
             # "fused" the Attention kernel stays fp32 (quantising it as QAttention: SciTLDR min cosine 0.987)
@@ -125,7 +136,7 @@ def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain") -> Pa
             root.addFilter(advice)
             try:
                 quantize_dynamic(
-                    str(fp32),
+                    str(source),
                     str(tmp),
                     weight_type=QuantType.QInt8,
                     per_channel=True,
@@ -134,8 +145,38 @@ def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain") -> Pa
                 )
             finally:
                 root.removeFilter(advice)
+                if source != fp32:
+                    source.unlink(missing_ok=True)
             os.replace(tmp, q8)
     return q8
+
+
+def _tokenizer(model_dir: Path):
+    """The folder's own tokenizer, truncating at the model's `max_seq_length` exactly like sentence-transformers."""
+    from tokenizers import Tokenizer
+
+    cfg_file = model_dir / "sentence_bert_config.json"
+    max_len = json.loads(cfg_file.read_text()).get("max_seq_length", 256) if cfg_file.exists() else 256
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=int(max_len))
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _inputs(encs: list) -> dict[str, np.ndarray]:
+    """One batch of tokenised texts as the graph's inputs, padded to the longest."""
+    width = max(len(e.ids) for e in encs)
+    ids = np.zeros((len(encs), width), dtype=np.int64)
+    mask = np.zeros((len(encs), width), dtype=np.int64)
+    for i, e in enumerate(encs):
+        ids[i, : len(e.ids)] = e.ids
+        mask[i, : len(e.ids)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+def _calibration_feeds(tokenizer, texts: list[str], batch: int = 8) -> list[dict[str, np.ndarray]]:
+    encs = tokenizer.encode_batch(texts)
+    return [_inputs(encs[i : i + batch]) for i in range(0, len(encs), batch)]
 
 
 class _DropMessage(logging.Filter):
@@ -231,22 +272,23 @@ class OnnxEncoder:
     """`encode(texts)` -> L2-normalised float32 vectors, on ONNX Runtime's CPU provider."""
 
     def __init__(
-        self, model_dir: str | Path, *, int8: bool = False, threads: int | None = None, graph: Graph = "plain"
+        self,
+        model_dir: str | Path,
+        *,
+        int8: bool = False,
+        threads: int | None = None,
+        graph: Graph = "plain",
+        smooth: bool | None = None,
     ):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         self.model_dir = Path(model_dir)
         if not onnx_compatible(self.model_dir):
             raise PaperIndexError(f"{model_dir} is not a Transformer + mean-pooling model: no ONNX encoder for it")
         self.int8 = int8
-        self.path = export(self.model_dir, int8=int8, graph=graph)
+        self.path = export(self.model_dir, int8=int8, graph=graph, smooth=smooth)
         self.graph = next((g for g in GRAPHS[1:] if self.path.name.startswith(f"model-{g}")), "plain")
-        cfg_file = self.model_dir / "sentence_bert_config.json"
-        max_len = json.loads(cfg_file.read_text()).get("max_seq_length", 256) if cfg_file.exists() else 256
-        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=int(max_len))
-        self.tokenizer.no_padding()
+        self.tokenizer = _tokenizer(self.model_dir)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -256,15 +298,9 @@ class OnnxEncoder:
         self.dim = int(json.loads((self.model_dir / "config.json").read_text())["hidden_size"])
 
     def _run(self, encs: list) -> np.ndarray:
-        width = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(encs), width), dtype=np.int64)
-        mask = np.zeros((len(encs), width), dtype=np.int64)
-        for i, e in enumerate(encs):
-            ids[i, : len(e.ids)] = e.ids
-            mask[i, : len(e.ids)] = 1
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        feed = _inputs(encs)
         (hidden,) = self.session.run(["last_hidden_state"], {k: feed[k] for k in self._inputs})
-        m = mask[:, :, None].astype(np.float32)
+        m = feed["attention_mask"][:, :, None].astype(np.float32)
         pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
