@@ -40,12 +40,12 @@ BATCH = 16  # texts per ONNX run on the CPU (bulk, int8 mha, 2 cores: 16 ~2% fas
 # int8 exports of these graphs are smoothed first (retrieval/smoothing.py); the file name carries the strength
 SMOOTHED: tuple[Graph, ...] = ("mha",)
 # Bulk CPU embedding (retrieval/dense.py `Embedder.encode`) and queries: int8 on the smoothed "mha" graph. Cosine vs
-# torch over the 3,229 SciTLDR abstracts: mean 0.9963, p1 0.9943, min 0.9920 (the "fused" int8 graph, shipped
-# before: 0.9958 / 0.9935 / 0.9906); SciTLDR dev queries, one at a time: mean 0.9961, min 0.9916 (the plain int8
-# graph, the query encoder before: 0.9936 / 0.9862). Speed, interleaved on one machine: bulk 17% more abstracts/s
-# than fused int8 (as fast as unsmoothed mha int8), a query as fast as plain int8. False in INT8_FOR_BULK /
-# INT8_FOR_QUERIES: fp32 (cosine 1.0000; bulk ~40% slower, a query ~2x). Figures: docs/index.md,
-# benchmarks/embed_rate.py
+# torch over the 3,229 SciTLDR abstracts: mean 0.9963, p1 0.9942, min 0.9926 (the "fused" int8 graph, the bulk
+# encoder before: min 0.9903; mha int8 without smoothing: min 0.9892); SciTLDR dev queries, one at a time: mean
+# 0.9961, min 0.9916 (the plain int8 graph, the query encoder before: 0.9936 / 0.9862). Speed, interleaved in one
+# run: bulk 18% more abstracts/s than fused int8 (as fast as unsmoothed mha int8), a query as fast as plain int8.
+# False in INT8_FOR_BULK / INT8_FOR_QUERIES: fp32 (cosine 1.0000; bulk ~40% slower, a query ~2x). Figures:
+# docs/index.md, benchmarks/embed_rate.py
 BULK_GRAPH: Graph = "mha"
 INT8_FOR_BULK = True
 QUERY_GRAPH: Graph = "mha"
