@@ -95,6 +95,20 @@ def fill_vectors(ix, base_vecs: np.ndarray, noise: float, seed: int = 0) -> floa
     return time.perf_counter() - t0
 
 
+def peak_rss_bytes() -> int:
+    """This process's own peak resident memory: VmHWM, the high-water mark of its address space. Not ru_maxrss: Linux
+    carries that across fork and exec, so a worker reported the orchestrator's peak (3.19 GB for every path in the
+    2026-12-06 07:17 run) whenever its own was lower."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def kept_fraction(ix, kw: dict) -> float:
     if hasattr(ix, "keyword"):  # new
         return ix._filter(kw.get("category"), kw.get("before"))[2] / max(ix.keyword.n_docs, 1)
@@ -157,7 +171,7 @@ def worker(args: argparse.Namespace) -> None:
             )
     out["rows"] = rows
     out["disk_gb"] = sum(p.stat().st_size for p in args.index.rglob("*") if p.is_file()) / 1e9
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
+    out["peak_rss_gb"] = peak_rss_bytes() / 1e9
     ix.close()
     print("RESULT " + json.dumps(out), flush=True)
 
