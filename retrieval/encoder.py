@@ -126,8 +126,8 @@ def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain", smoot
             source = fp32
             if smooth:
                 source = fp32.with_name(fp32.stem + "-smoothed.tmp.onnx")
-                tokenizer = _tokenizer(model_dir)
-                smooth_model(fp32, source, lambda texts: _calibration_feeds(tokenizer, texts))
+                tokenizer = load_tokenizer(model_dir)
+                smooth_model(fp32, source, lambda texts: calibration_feeds(tokenizer, texts))
             # per-channel int8 weights on the MatMuls only: per-tensor scales, or quantising the embedding Gather as
             # well, measured cosine 0.93 against torch on SciTLDR abstracts; this keeps >= 0.99 (docs/index.md). In
             # "fused" the Attention kernel stays fp32 (quantising it as QAttention: SciTLDR min cosine 0.987)
@@ -151,7 +151,7 @@ def export(model_dir: Path, *, int8: bool = False, graph: Graph = "plain", smoot
     return q8
 
 
-def _tokenizer(model_dir: Path):
+def load_tokenizer(model_dir: Path):
     """The folder's own tokenizer, truncating at the model's `max_seq_length` exactly like sentence-transformers."""
     from tokenizers import Tokenizer
 
@@ -174,7 +174,8 @@ def _inputs(encs: list) -> dict[str, np.ndarray]:
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
 
 
-def _calibration_feeds(tokenizer, texts: list[str], batch: int = 8) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(tokenizer, texts: list[str], batch: int = 8) -> list[dict[str, np.ndarray]]:
+    """`texts` as the graph's input batches (what smoothing runs the fp32 graph on to calibrate)."""
     encs = tokenizer.encode_batch(texts)
     return [_inputs(encs[i : i + batch]) for i in range(0, len(encs), batch)]
 
@@ -288,7 +289,7 @@ class OnnxEncoder:
         self.int8 = int8
         self.path = export(self.model_dir, int8=int8, graph=graph, smooth=smooth)
         self.graph = next((g for g in GRAPHS[1:] if self.path.name.startswith(f"model-{g}")), "plain")
-        self.tokenizer = _tokenizer(self.model_dir)
+        self.tokenizer = load_tokenizer(self.model_dir)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or (os.cpu_count() or 1)

@@ -88,8 +88,8 @@ def test_smoothing_moves_activation_ranges_into_the_weights_without_changing_the
     model_dir = Path(resolve_model(None)[1])
     src = encoder_mod.export(model_dir, int8=False, graph="mha")
     dst = tmp_path / "smoothed.onnx"
-    tokenizer = encoder_mod._tokenizer(model_dir)
-    feeds = encoder_mod._calibration_feeds(tokenizer, texts, batch=4)
+    tokenizer = encoder_mod.load_tokenizer(model_dir)
+    feeds = encoder_mod.calibration_feeds(tokenizer, texts, batch=4)
     smoothing.smooth_model(src, dst, lambda _calibration: feeds[:2])
     layers = 6
     nodes = onnx.load(str(dst)).graph.node
