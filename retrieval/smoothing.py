@@ -105,9 +105,9 @@ def _apply(model, groups: dict[str, list], amax: dict[str, np.ndarray], alpha: f
         s = np.clip(np.maximum(amax[x], 1e-5) ** alpha / np.maximum(w_max, 1e-5) ** (1 - alpha), 1e-3, 1e3)
         for m, w in zip(matmuls, weights, strict=True):
             put(m.input[1], w * s[:, None])
-        if kind == "MultiHeadAttention" and made_by is not None and len(made_by.input) > 3 and made_by.input[3]:
-            v_proj = producer[made_by.input[2]]  # the V MatMul: its columns are the context's channels
-            put(v_proj.input[1], get(v_proj.input[1]) / s[None, :])
+        v_proj = _v_projection(made_by, producer, inits) if kind == "MultiHeadAttention" else None
+        if v_proj is not None and made_by is not None:
+            put(v_proj.input[1], get(v_proj.input[1]) / s[None, :])  # V's columns are the context's channels
             bias = get(made_by.input[3]).copy()  # packed Q, K, V biases
             bias[2 * len(s) : 3 * len(s)] /= s
             put(made_by.input[3], bias)
@@ -123,3 +123,14 @@ def _apply(model, groups: dict[str, list], amax: dict[str, np.ndarray], alpha: f
         nodes.insert(min(nodes.index(m) for m in matmuls), mul)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+
+
+def _v_projection(attention, producer: dict, inits: dict):
+    """The MatMul (constant weights) that makes the V input of a MultiHeadAttention node with a packed Q/K/V bias, or
+    None when the graph has another shape (then the context gets a Mul like any other input)."""
+    if len(attention.input) < 4 or not attention.input[3] or attention.input[3] not in inits:
+        return None
+    v_proj = producer.get(attention.input[2])
+    if v_proj is None or v_proj.op_type != "MatMul" or v_proj.input[1] not in inits:
+        return None
+    return v_proj
