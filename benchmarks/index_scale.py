@@ -98,7 +98,7 @@ def fill_vectors(ix, base_vecs: np.ndarray, noise: float, seed: int = 0) -> floa
 def peak_rss_bytes() -> int:
     """This process's own peak resident memory: VmHWM, the high-water mark of its address space. Not ru_maxrss: Linux
     carries that across fork and exec, so a worker reported the orchestrator's peak (3.19 GB for every path in the
-    2026-12-06 07:17 run) whenever its own was lower."""
+    2026-12-06 10:48 run) whenever its own was lower."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
