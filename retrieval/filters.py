@@ -11,8 +11,8 @@ The bitmap then serves the three places a filter costs time at 1M units:
     half a million filter documents cost ~6 ms more than the query alone, so the unfiltered top `n / kept * 1.3`
     units are taken and the bitmap keeps those that pass. The filter clause scores 0, so this is the same ranking
     as the filtered query; when too few pass, the filtered query runs after all;
-  * a narrow filter (<= `EXACT_MAX` units) on the dense side: its units' vectors are gathered once and scored
-    exactly (`exact_set`).
+  * a filter keeping <= `EXACT_MAX` units on the dense side: its units' vectors are gathered once, as int8 rows,
+    and every one is scored (`exact_set`, retrieval/int8_scan.py).
 
 Building a bitmap is one engine query over what the filter keeps (~0.1 s for 500k units), paid by the first search
 with that filter; the cache holds `MASKS` filters and `EXACT_SETS` vector sets, oldest out first.
@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
 
 import numpy as np
 
+from retrieval.int8_scan import Int8Rows
 from retrieval.keyword import KeywordIndex
 
 BROAD = 0.3  # kept fraction above which the keyword side post-filters the unfiltered ranking
-EXACT_MAX = 50_000  # a filter keeping at most this many units is scored exactly (its vectors cached) instead of
-# over-fetching from HNSW: at 1M units that covers every filter keeping < 5%, where over-fetch would need > 3,000
+EXACT_MAX = 200_000  # a filter keeping at most this many units is scored exactly (int8 rows kept per filter)
+# instead of over-fetching from HNSW. At 1M units the scan costs ~27 ns a kept unit and the over-fetch ~2 ms + 6.5 us
+# a fetched candidate (1.5 n / kept-fraction of them): they meet near 230k kept units (docs/index.md)
 COUNTS = 64  # filters whose unit count is kept
 MASKS = 8  # bitmaps kept (1 MB each per million units)
-EXACT_SETS = 4  # filters whose kept vectors stay in memory (<= 77 MB each at 384 dims)
+EXACT_SETS = 4  # filters whose int8 rows stay in memory (<= 80 MB each at 384 dims)
 
 
 class FilterCache:
@@ -43,7 +44,7 @@ class FilterCache:
         self.keyword = keyword
         self._counts: dict[tuple, int] = {}
         self._masks: dict[tuple, np.ndarray] = {}
-        self._exact: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._exact: dict[tuple, Int8Rows] = {}
         self._lock = threading.Lock()  # the keyword and dense sides of one hybrid search run in two threads
 
     def clear(self) -> None:
@@ -79,29 +80,28 @@ class FilterCache:
         passed[inside] = mask[uids[inside]]
         return uids[passed]
 
-    def keyword_rank(self, query: str, key: tuple, filt, kept: int, n: int) -> np.ndarray:
-        """uids of the best `n` keyword matches that pass the filter, best first."""
+    def keyword_rank(self, query: str, key: tuple, filt, kept: int, n: int, *, parallel: bool = True) -> np.ndarray:
+        """uids of the best `n` keyword matches that pass the filter, best first (`parallel`: see
+        `KeywordIndex.search`)."""
         if filt is None:
-            return self.keyword.search(query, n)[0]
+            return self.keyword.search(query, n, parallel=parallel)[0]
         frac = kept / max(self.keyword.n_docs, 1)
         if frac >= BROAD:
             fetch = int(math.ceil(n / frac * 1.3)) + 10
-            uids = self.keyword.search(query, fetch)[0]
+            uids = self.keyword.search(query, fetch, parallel=parallel)[0]
             passed = self.keep(uids, key, filt, kept)
             if len(passed) >= n or len(uids) < fetch:  # enough, or every matching unit was seen
                 return passed[:n]
-        return self.keyword.search(query, n, filt)[0]
+        return self.keyword.search(query, n, filt, parallel=parallel)[0]
 
-    def exact_set(
-        self, key: tuple, filt, kept: int, embedded_hi: int, rows: Callable[[np.ndarray], np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The embedded units a small filter keeps and their vectors (float32, from `rows`): gathering them from the
-        vector file costs far more than scoring them."""
+    def exact_set(self, key: tuple, filt, kept: int, embedded_hi: int, vectors) -> Int8Rows:
+        """The embedded units a filter keeps, as int8 rows for exact search (retrieval/int8_scan.py), built from the
+        vector file `vectors` on the filter's first dense search: reading them costs far more than scoring them."""
         hit = self._exact.get(key + (embedded_hi,))
         if hit is None:
             uids = np.flatnonzero(self.mask(key, filt, kept)).astype(np.int64)
             uids = uids[uids < embedded_hi]
-            hit = (uids, rows(uids))
+            hit = Int8Rows(uids, vectors.dim, vectors.gather)
             with self._lock:
                 if len(self._exact) >= EXACT_SETS:
                     self._exact.pop(next(iter(self._exact)))

@@ -241,11 +241,14 @@ class KeywordIndex:
             out.append(q)
         return out
 
-    def search(self, query: str, n: int, filt: tantivy.Query | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: str, n: int, filt: tantivy.Query | None = None, *, parallel: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(uids, BM25 scores) of the best `n` units matching `query` and the filter, best first (ties: lower uid
-        first)."""
+        first). `parallel=False` searches the shards one after the other in this thread: for a caller that keeps
+        the other core busy itself (a hybrid search's dense side), a third thread only adds contention."""
         queries = self._shard_queries(query, filt)
-        parts = _each_shard(lambda i: self.shards[i].run(queries[i], n), len(self.shards))
+        parts = _each_shard(lambda i: self.shards[i].run(queries[i], n), len(self.shards), parallel=parallel)
         uids = np.concatenate([p[0] for p in parts])
         scores = np.concatenate([p[1] for p in parts])
         order = np.lexsort((uids, -scores))[:n]
@@ -387,12 +390,12 @@ def _write_covered(folder: Path, hi: int) -> None:
 _SHARD_POOL: ThreadPoolExecutor | None = None
 
 
-def _each_shard(fn: Callable[[int], T], n: int) -> list[T]:
+def _each_shard(fn: Callable[[int], T], n: int, *, parallel: bool = True) -> list[T]:
     """[fn(0), ..., fn(n - 1)]: shard 0 in this thread, the others in a pool (tantivy releases the GIL while it
-    searches, so the shards run on separate cores)."""
+    searches, so the shards run on separate cores); all in this thread unless `parallel`."""
     global _SHARD_POOL
-    if n == 1:
-        return [fn(0)]
+    if n == 1 or not parallel:
+        return [fn(i) for i in range(n)]
     if _SHARD_POOL is None:
         _SHARD_POOL = ThreadPoolExecutor(max_workers=SHARDS - 1, thread_name_prefix="keyword-shard")
     futures = [_SHARD_POOL.submit(fn, i) for i in range(1, n)]

@@ -59,6 +59,9 @@ def test_sharded_scores_are_one_index_scores(arxiv_jsonl: Path, tmp_path: Path, 
             if u in by_uid:
                 assert by_uid[u] == pytest.approx(s, rel=0.02), (q, u)
         assert np.all(np.diff(s2) <= 0)  # merged best first
+        # a hybrid search walks the shards in its own thread (the dense side has the other core): same answer
+        u3, s3 = two.search(q, 50, parallel=False)
+        assert np.array_equal(u3, u2) and np.array_equal(s3, s2)
 
 
 def test_a_shard_ahead_after_a_kill_holds_each_unit_once(arxiv_jsonl: Path, tmp_path: Path):
