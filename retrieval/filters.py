@@ -11,8 +11,8 @@ The bitmap then serves the three places a filter costs time at 1M units:
     half a million filter documents cost ~6 ms more than the query alone, so the unfiltered top `n / kept * 1.3`
     units are taken and the bitmap keeps those that pass. The filter clause scores 0, so this is the same ranking
     as the filtered query; when too few pass, the filtered query runs after all;
-  * a filter keeping <= `EXACT_MAX` units on the dense side: its units' vectors are gathered once, as int8 rows,
-    and every one is scored (`exact_set`, retrieval/int8_scan.py).
+  * a filter that is not broad and keeps <= `EXACT_MAX` units on the dense side: its units' vectors are gathered
+    once, as int8 rows, and every one is scored (`exact_set`, retrieval/int8_scan.py).
 
 Building a bitmap is one engine query over what the filter keeps (~0.1 s for 500k units), paid by the first search
 with that filter; the cache holds `MASKS` filters and `EXACT_SETS` vector sets, oldest out first.
@@ -28,7 +28,8 @@ import numpy as np
 from retrieval.int8_scan import Int8Rows
 from retrieval.keyword import KeywordIndex
 
-BROAD = 0.3  # kept fraction above which the keyword side post-filters the unfiltered ranking
+BROAD = 0.3  # kept fraction from which a filter is broad: the keyword side post-filters the unfiltered ranking, the
+# dense side over-fetches from HNSW
 EXACT_MAX = 200_000  # a filter keeping at most this many units is scored exactly (int8 rows kept per filter)
 # instead of over-fetching from HNSW. At 1M units the scan costs ~27 ns a kept unit and the over-fetch ~2 ms + 6.5 us
 # a fetched candidate (1.5 n / kept-fraction of them): they meet near 230k kept units (docs/index.md)

@@ -36,7 +36,7 @@ from retrieval.arxiv_import import file_size, read_batches
 from retrieval.chunking import chunk_pages
 from retrieval.docstore import DocStore
 from retrieval.errors import IngestError, PaperIndexError
-from retrieval.filters import EXACT_MAX, FilterCache
+from retrieval.filters import BROAD, EXACT_MAX, FilterCache
 from retrieval.import_lock import one_importer
 from retrieval.index_models import AddReport, Hit, ImportStats, as_date, snippet, stem_pattern
 from retrieval.keyword import KeywordIndex, KeywordUnit
@@ -495,7 +495,9 @@ class PaperIndex:
             kept = self.keyword.count(filt) if kept is None else kept
             if kept == 0:
                 return np.zeros(0, dtype=np.int64)
-            if kept <= EXACT_MAX:  # score every kept unit (int8 scan, exact re-scoring: retrieval/int8_scan.py)
+            # Score every kept unit (int8 scan, exact re-scoring: retrieval/int8_scan.py) unless there are many or the
+            # filter is broad: HNSW then needs few extra candidates (at 200k units, 56% kept: 8.3 ms against 10.4)
+            if kept <= EXACT_MAX and kept < BROAD * self.keyword.n_docs:
                 with threadpool_limits(1, user_api="blas"):  # small products: BLAS threads only add wake-ups
                     return self._filters.exact_set(key, filt, kept, embedded_hi, self.vectors).top(qvec, n)
             frac = kept / max(self.keyword.n_docs, 1)

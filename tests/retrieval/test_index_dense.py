@@ -91,6 +91,7 @@ def test_dense_filters_exact_and_overfetch(embedded, monkeypatch: pytest.MonkeyP
     path, _ = embedded
     ix = PaperIndex(path)
     query = "image generation with diffusion models"
+    monkeypatch.setattr(index_mod, "BROAD", 1.01)  # the exact int8 scan, whatever share of the slice is cs.CV
     exact = ix.search(query, k=10, category="cs.CV", mode="dense")
     assert exact and all("cs.CV" in ix.get_meta(h.id)["categories"] for h in exact)
     monkeypatch.setattr(index_mod, "EXACT_MAX", 0)  # force the HNSW over-fetch path
