@@ -17,8 +17,6 @@ Prints one line per filter (p50 / p95 ms of each path, and how often the two top
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import random
 import sys
@@ -33,14 +31,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from index_scale import FILTERS  # noqa: E402
+from index_scale import FILTERS, SOURCE, WARM, load_base  # noqa: E402
 
 import retrieval.index as index_mod  # noqa: E402
 import retrieval.keyword as keyword_mod  # noqa: E402
 from retrieval.index import PaperIndex  # noqa: E402
 
-WARM = 20
-SOURCE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-cs-2025-2026.jsonl.gz"  # as index_scale.py --source
 _each_shard = keyword_mod._each_shard
 
 
@@ -54,13 +50,7 @@ def use(path: str) -> None:
 
 
 def titles(source: Path, n: int, seed: int) -> list[str]:
-    out = []
-    with gzip.open(source, "rt") as fh:
-        for i, line in enumerate(fh):
-            if i % 23 == 0:
-                out.append(" ".join(json.loads(line)["title"].split()))
-            if len(out) >= n:
-                break
+    out = [" ".join(r["title"].split()) for r in load_base(source)[::23][:n]]
     random.Random(seed).shuffle(out)
     return out
 

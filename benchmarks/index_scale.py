@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASELINE = "ebb3d2f"  # the last commit with the hand-written BM25 store (retrieval/bm25_store.py)
 
 WARM = 20  # untimed warm-up queries per measured row
+SOURCE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-cs-2025-2026.jsonl.gz"  # the base records
 
 FILTERS = {  # kept fractions on the shared corpus: cs.LG ~15%, dates: 10% before 2025-05-08, 50% before 2025-11-26
     "none": {},
@@ -264,9 +265,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
     ap.add_argument("--paths", nargs="+", default=["new", "old"], choices=["new", "old"])
     ap.add_argument("--baseline", default=BASELINE, help="git revision of the old code path")
-    ap.add_argument(
-        "--source", type=Path, default=REPO.parent / "shared" / "data" / "arxiv" / "arxiv-cs-2025-2026.jsonl.gz"
-    )
+    ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument("--workdir", type=Path, default=REPO / "benchmarks" / "out" / "scale")
     ap.add_argument("--embed-sample", type=int, default=128, help="real abstracts embedded to measure the rate")
     ap.add_argument("--embed-rounds", type=int, default=3, help="timed rounds of the embedding rates")

@@ -51,10 +51,6 @@ class Int8Rows:
             self.shift[0, s : s + len(vecs)] = 128 * part.sum(axis=1, dtype=np.int32)
             self.mat[:, s : s + len(vecs)] = part.T
 
-    @property
-    def nbytes(self) -> int:
-        return self.mat.nbytes + self.scale.nbytes + self.shift.nbytes + self.uids.nbytes
-
     def top(self, qvec: np.ndarray, n: int) -> np.ndarray:
         """uids of the `n` rows with the highest cosine to the unit vector `qvec`, best first (ties: lower uid).
 
