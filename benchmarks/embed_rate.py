@@ -12,7 +12,9 @@ Encoders: torch (sentence-transformers' loop, batch 64), then ONNX Runtime graph
 fp32 and int8: plain (torch.onnx export as is), fused (onnxruntime's BERT fusions, packed Q/K/V projection inside
 one fp32 Attention kernel), mha (the same with MultiHeadAttention and separate Q/K/V MatMuls; its int8 is smoothed
 first, retrieval/smoothing.py: the bulk CPU encoder and the query encoder), and mha-int8raw (mha int8 without the
-smoothing). Prints one line per encoder, then a `key: value` block.
+smoothing). Every ONNX encoder runs unpadded (equal-length texts per run, the rewritten graph, retrieval/encoder.py)
+except mha-int8-padded: the shipped encoder's path before, padded batches of 16 on one session with intra-op threads.
+Prints one line per encoder, then a `key: value` block.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-ENCODERS = ("torch", "plain-fp32", "plain-int8", "fused-fp32", "fused-int8", "mha-fp32", "mha-int8", "mha-int8raw")
+ENCODERS = (
+    "torch", "plain-fp32", "plain-int8", "fused-fp32", "fused-int8", "mha-fp32", "mha-int8", "mha-int8raw",
+    "mha-int8-padded",
+)  # fmt: skip
 
 
 def arxiv_texts(path: Path, n: int, stride: int) -> list[str]:
@@ -67,9 +72,12 @@ def make(name: str, model_dir: str, threads: int, batch: int):
         return enc
     from retrieval.encoder import OnnxEncoder
 
-    graph, prec = name.split("-")
+    graph, prec, *how = name.split("-")
     smooth = False if prec == "int8raw" else None  # "raw": int8 without the activation smoothing
-    e = OnnxEncoder(model_dir, int8=prec.startswith("int8"), threads=threads, graph=graph, smooth=smooth)
+    unpadded = how != ["padded"]  # "padded": the path before unpadded runs (padded batches, intra-op threads)
+    e = OnnxEncoder(
+        model_dir, int8=prec.startswith("int8"), threads=threads, graph=graph, smooth=smooth, unpadded=unpadded
+    )
     if e.graph != graph:
         raise SystemExit(f"{name}: the BERT optimiser did not fuse this model ({e.path})")
     return lambda texts: e.encode(texts, batch_size=batch)
@@ -113,9 +121,10 @@ def main() -> None:
     if not args.arxiv.exists():
         sys.exit(f"arXiv data not found at {args.arxiv}")
     from retrieval.dense import resolve_model
-    from retrieval.encoder import BATCH
+    from retrieval.encoder import BATCH, RUN_TOKENS
 
-    batch = args.batch_size or BATCH
+    batch = args.batch_size
+    runs = f"{batch} texts" if batch else f"{RUN_TOKENS} tokens (unpadded), {BATCH} texts (padded)"
     model_dir = resolve_model(None)[1]
     texts = arxiv_texts(args.arxiv, args.n, args.stride)
     names = [n.strip() for n in args.encoders.split(",") if n.strip()]
@@ -125,10 +134,10 @@ def main() -> None:
         names.insert(0, "torch")  # the reference for the cosine
     sci = scitldr_texts(args.scitldr) if args.scitldr else None
     print(
-        f"{len(texts)} arXiv abstracts, {args.threads} threads, ONNX batch {batch}, load {os.getloadavg()[0]:.2f}",
+        f"{len(texts)} arXiv abstracts, {args.threads} threads, ONNX runs of {runs}, load {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    results: dict[str, str] = {"abstracts": str(len(texts)), "threads": str(args.threads), "onnx_batch": str(batch)}
+    results: dict[str, str] = {"abstracts": str(len(texts)), "threads": str(args.threads), "onnx_runs": runs}
     encoders = {name: make(name, model_dir, args.threads, batch) for name in names}
     for enc in encoders.values():
         enc(texts[:32])  # warm-up: first-run allocations

@@ -172,9 +172,7 @@ class Embedder:
         if fast is None:
             bulk = self.bulk_encoder
             if bulk is not None:
-                from retrieval.encoder import BATCH
-
-                return bulk.encode(list(texts), batch_size=batch_size or BATCH)
+                return bulk.encode(list(texts), batch_size=batch_size)
         import torch
 
         model = self.model

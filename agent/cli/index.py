@@ -103,7 +103,10 @@ def embed_cmd(
     index_dir: IndexDir = None,
     embedding_model: EmbeddingModel = None,
     chroma_url: ChromaUrl = None,
-    batch_size: Annotated[int | None, typer.Option(help="Texts per forward pass (default 1024 GPU / 16 CPU).")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Texts per forward pass (GPU default 1024; CPU: 512 tokens, equal lengths)."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cuda, cpu, mps (default: auto-detect).")] = None,
     limit: Annotated[int | None, typer.Option(help="Embed at most this many units now.")] = None,
     quiet: Quiet = False,

@@ -47,9 +47,9 @@ def torch_vecs(texts: list[str]) -> np.ndarray:
     return Embedder(device="cpu").encode(texts, fast=False)  # sentence-transformers' own loop: the reference
 
 
-def int8_name(graph: str) -> str:
+def int8_name(graph: str, *, unpadded: bool = True) -> str:
     smooth = f"-smooth{smoothing.ALPHA}" if graph in encoder_mod.SMOOTHED else ""
-    return f"model-{graph}-int8{smooth}.onnx"
+    return f"model-{graph}-int8{smooth}{'-unpadded' if unpadded else ''}.onnx"
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -71,11 +71,39 @@ def test_bulk_cpu_path_is_int8_onnx_and_agrees_with_torch(texts, torch_vecs) -> 
     assert emb.encode([]).shape == (0, 384)
 
 
+@pytest.mark.parametrize("unpadded", [True, False])
 @pytest.mark.parametrize("graph", ["fused", "mha"])
-def test_fused_fp32_matches_torch(graph: str, texts, torch_vecs) -> None:
-    enc = encoder_mod.OnnxEncoder(resolve_model(None)[1], int8=False, threads=1, graph=graph)
-    assert enc.graph == graph and enc.path.name == f"model-{graph}.onnx"
+def test_fused_fp32_matches_torch(graph: str, unpadded: bool, texts, torch_vecs) -> None:
+    """In fp32 both paths compute torch's function: padded batches, and unpadded runs on the rewritten graph (no
+    padding mask, Add + LayerNormalization), from two worker threads."""
+    enc = encoder_mod.OnnxEncoder(resolve_model(None)[1], int8=False, threads=2, graph=graph, unpadded=unpadded)
+    assert enc.graph == graph and enc.path.name == f"model-{graph}{'-unpadded' if unpadded else ''}.onnx"
     assert cosines(enc.encode(texts, batch_size=3), torch_vecs).min() > 0.9999
+    assert cosines(enc.encode(texts), torch_vecs).min() > 0.9999
+
+
+def test_unpadded_runs_are_never_padded(texts) -> None:
+    """The rewritten graph has no padding mask, so it is only right when every text of a run has the same length:
+    each run the encoder makes is checked here, and the rewrite itself (no SkipLayerNormalization left, no mask)."""
+    import onnx
+
+    enc = encoder_mod.OnnxEncoder(resolve_model(None)[1], int8=True, threads=2, graph="mha")
+    nodes = onnx.load(str(enc.path)).graph.node
+    assert not [n for n in nodes if n.op_type == "SkipLayerNormalization"]
+    assert all(len(n.input) <= 4 for n in nodes if n.op_type == "MultiHeadAttention")
+    seen: list[tuple[int, int]] = []
+    real = enc.session
+
+    class Recording:
+        def run(self, outputs, feed):
+            assert feed["attention_mask"].all()  # no padding anywhere in the run
+            seen.append(feed["input_ids"].shape)
+            return real.run(outputs, feed)
+
+    enc.session = Recording()
+    vecs = enc.encode(texts)
+    assert len(vecs) == len(texts) and sum(b for b, _ in seen) == len(texts)
+    assert all(b == 1 or b * width <= encoder_mod.RUN_TOKENS for b, width in seen)
 
 
 def test_smoothing_moves_activation_ranges_into_the_weights_without_changing_the_function(texts, tmp_path) -> None:
