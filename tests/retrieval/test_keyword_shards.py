@@ -99,3 +99,48 @@ def test_an_empty_shard_does_not_look_incomplete(arxiv_jsonl: Path, tmp_path: Pa
     assert ki.covered_hi == 2 and ki.n_docs == 1 and ki.shards[0].n_docs == 0
     assert ki.search(row.title, 5)[0].tolist() == [1]
     assert KeywordIndex(tmp_path / "kw", title_boost=2).covered_hi == 2  # read back from covered.json
+
+
+def test_common_terms_search_scores_the_units_with_a_rare_term_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """An unfiltered search whose common terms hold many postings ranks only the units that contain one of its rare
+    terms, each by its exact BM25 score over every query term; with fewer such units than asked for, or no rare
+    term at all (an unknown word is not rare, it is absent), the search is the exact one."""
+    filler = [f"filler text number {i} about nothing in particular" for i in range(300)]
+    texts = filler[:280] + [
+        "graph graph graph learning learning learning",  # common terms only: the best exact score
+        "graph learning for zeolite frameworks with a long abstract that goes on and on about other things",
+        "zeolite",
+    ] + [f"graph learning note {i}" for i in range(17)]  # fmt: skip
+    rows = [KeywordUnit(i, f"p{i}", "", t, "cs.LG", "2025-01-01") for i, t in enumerate(texts, 1)]
+    ki = build(tmp_path / "kw", rows)
+    monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 10**15)  # off: the exact search
+    exact_uids, exact_scores = ki.search("zeolite graph learning", 300)
+    exact = dict(zip(exact_uids.tolist(), exact_scores.tolist(), strict=True))
+    assert exact_uids[0] == 281  # the common-terms-only unit outscores both rare-term units
+    monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 0)  # on, at any size
+    uids, scores = ki.search("zeolite graph learning", 2)
+    assert sorted(uids.tolist()) == [282, 283]
+    for u, s in zip(uids.tolist(), scores.tolist(), strict=True):
+        assert s == pytest.approx(exact[u], rel=1e-5)  # the common terms still count where the rare one is
+    assert np.array_equal(ki.search("zeolite graph learning", 3)[0], exact_uids[:3])  # only 2 hold it: exact
+    unknown = ki.search("qqqzzz graph learning", 5)  # no rare term: exact
+    monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 10**15)
+    assert np.array_equal(unknown[0], ki.search("qqqzzz graph learning", 5)[0]) and len(unknown[0]) == 5
+    filt = ki.filter_query("cs.LG", None)
+    monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 0)
+    assert ki.search("zeolite graph learning", 2, filt)[0][0] == 281  # filtered searches stay exact
+
+
+def test_common_terms_keep_real_scores(arxiv_jsonl: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """On real abstracts, every unit the common-terms search returns carries its exact score, in order."""
+    ki = build(tmp_path / "kw", units(arxiv_jsonl, 400))
+    monkeypatch.setattr(keyword_mod, "COMMON", 0.1)  # 400 units: "graph", "robot", "reinforc" are rare at 10%
+    monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 0)
+    assert sum(ki._common_terms_queries(ki._stats(q)) is not None for q in QUERIES) >= 2  # the path runs here
+    for q in QUERIES:
+        monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 10**15)
+        exact = dict(zip(*(a.tolist() for a in ki.search(q, 400)), strict=True))
+        monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 0)
+        uids, scores = ki.search(q, 10)
+        assert len(uids) == 10 and np.all(np.diff(scores) <= 0)
+        assert all(s == pytest.approx(exact[u], rel=1e-5) for u, s in zip(uids.tolist(), scores.tolist(), strict=True))
