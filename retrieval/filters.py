@@ -81,15 +81,17 @@ class FilterCache:
         passed[inside] = mask[uids[inside]]
         return uids[passed]
 
-    def keyword_rank(self, query: str, key: tuple, filt, kept: int, n: int, *, parallel: bool = True) -> np.ndarray:
-        """uids of the best `n` keyword matches that pass the filter, best first (`parallel`: see
+    def keyword_rank(
+        self, query: str, key: tuple, filt, kept: int, n: int, *, parallel: bool = True, exact: bool = False
+    ) -> np.ndarray:
+        """uids of the best `n` keyword matches that pass the filter, best first (`parallel`, `exact`: see
         `KeywordIndex.search`)."""
         if filt is None:
-            return self.keyword.search(query, n, parallel=parallel)[0]
+            return self.keyword.search(query, n, parallel=parallel, exact=exact)[0]
         frac = kept / max(self.keyword.n_docs, 1)
         if frac >= BROAD:
             fetch = int(math.ceil(n / frac * 1.3)) + 10
-            uids = self.keyword.search(query, fetch, parallel=parallel)[0]
+            uids = self.keyword.search(query, fetch, parallel=parallel, exact=exact)[0]
             passed = self.keep(uids, key, filt, kept)
             if len(passed) >= n or len(uids) < fetch:  # enough, or every matching unit was seen
                 return passed[:n]

@@ -529,7 +529,10 @@ class PaperIndex:
         category: str | None = None,
         before: str | date | None = None,
         mode: str = "hybrid",
+        exact_bm25: bool = False,
     ) -> list[Hit]:
+        """The best `k` papers for `query`. `exact_bm25`: rank keyword matches by plain BM25 over every unit, even where
+        the keyword side would rank only the units holding a rare query term (retrieval/keyword.py, "Common terms")."""
         if mode not in ("hybrid", "bm25", "dense"):
             raise PaperIndexError(f"unknown search mode {mode!r}: use hybrid, bm25 or dense")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -549,7 +552,7 @@ class PaperIndex:
         # instead of 100); when a few papers' chunks fill it, the search goes deeper.
         n = 3 * k if mode == "bm25" else max(CANDIDATES, 3 * k)
         while True:
-            fused = self._fused(query, mode, filt, key, kept, n)
+            fused = self._fused(query, mode, filt, key, kept, n, exact_bm25)
             hits = self._hits(query, fused, k)
             if mode != "bm25" or len(hits) >= k or len(fused) < n or n >= FETCH_CAP:
                 break
@@ -558,7 +561,7 @@ class PaperIndex:
             raise PaperIndexError(f"no matching papers, but {self.incomplete()}")
         return hits
 
-    def _fused(self, query: str, mode: str, filt, key: tuple, kept: int, n: int) -> dict[int, float]:
+    def _fused(self, query: str, mode: str, filt, key: tuple, kept: int, n: int, exact: bool) -> dict[int, float]:
         """uid -> reciprocal-rank fusion score of the top `n` of each ranking that `mode` uses."""
         fused: dict[int, float] = {}
         dense = None
@@ -572,7 +575,7 @@ class PaperIndex:
         if mode in ("hybrid", "bm25"):
             # With the dense side busy on one core, the keyword shards take turns in this thread: three threads on
             # two cores searched 10-15% slower at 1M units (interleaved A/B, docs/index.md).
-            ranked = self._filters.keyword_rank(query, key, filt, kept, n, parallel=dense is None)
+            ranked = self._filters.keyword_rank(query, key, filt, kept, n, parallel=dense is None, exact=exact)
             for rank, uid in enumerate(ranked, 1):
                 fused[int(uid)] = fused.get(int(uid), 0.0) + W_BM25 / (RRF_K + rank)
         if mode in ("hybrid", "dense"):

@@ -294,14 +294,15 @@ class KeywordIndex:
         return out
 
     def search(
-        self, query: str, n: int, filt: tantivy.Query | None = None, *, parallel: bool = True
+        self, query: str, n: int, filt: tantivy.Query | None = None, *, parallel: bool = True, exact: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """(uids, BM25 scores) of the best `n` units matching `query` and the filter, best first (ties: lower uid
-        first); unfiltered, over the units holding a rare query term where that applies (see the docstring).
+        first); unfiltered and not `exact`, over the units holding a rare query term where that applies (see the
+        docstring).
         `parallel=False` searches the shards one after the other in this thread: for a caller that keeps the other
         core busy itself (a hybrid search's dense side), a third thread only adds contention."""
         st = self._stats(query)
-        if filt is None and (common := self._common_terms_queries(st)) is not None:
+        if filt is None and not exact and (common := self._common_terms_queries(st)) is not None:
             uids, scores = self._merged(common, n, parallel)
             if len(uids) >= n:
                 return uids, scores

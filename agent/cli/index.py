@@ -179,6 +179,9 @@ def search_cmd(
     before: Annotated[str | None, typer.Option(help="Only papers first published before YYYY-MM-DD.")] = None,
     queries: Annotated[Path | None, typer.Option("--queries", help='Batch: JSONL lines {"_id", "text"}.')] = None,
     mode: Annotated[str, typer.Option(help="hybrid, bm25 or dense.")] = "hybrid",
+    exact_bm25: Annotated[
+        bool, typer.Option("--exact-bm25", help="Plain BM25 over every unit (default at scale: common terms).")
+    ] = False,
     index_dir: IndexDir = None,
     embedding_model: EmbeddingModel = None,
     chroma_url: ChromaUrl = None,
@@ -189,9 +192,9 @@ def search_cmd(
         raise PaperIndexError("give either a QUERY or --queries FILE.jsonl")
     ix = _open(index_dir, embedding_model, chroma_url)
     if queries is not None:
-        _batch(ix, queries, k=k, category=category, before=before, mode=mode)
+        _batch(ix, queries, k=k, category=category, before=before, mode=mode, exact_bm25=exact_bm25)
         return
-    hits = ix.search(query, k=k, category=category, before=before, mode=mode)
+    hits = ix.search(query, k=k, category=category, before=before, mode=mode, exact_bm25=exact_bm25)
     note = ix.incomplete()  # hits found while an import is still keyword-indexing: say the list may be short
     if note:
         typer.echo(f"note: {note}", err=True)

@@ -296,6 +296,8 @@ def test_cli_import_search_batch_and_errors(slice300, tmp_path: Path) -> None:
     payload = json.loads(res.stdout)
     assert payload["hits"][0]["id"] == records[7]["id"]
     assert set(payload["hits"][0]) >= {"id", "title", "year", "score", "snippet", "page", "chunk", "source"}
+    exact = runner.invoke(app, ["search", records[7]["title"], "--k", "3", "--mode", "bm25", "--exact-bm25", "--json"])
+    assert exact.exit_code == 0 and json.loads(exact.stdout)["hits"][0]["id"] == records[7]["id"], exact.output
     queries = tmp_path / "q.jsonl"
     queries.write_text(
         "\n".join(json.dumps({"_id": f"q{i}", "text": records[i]["title"]}) for i in (3, 30)) + "\n{bad\n"
@@ -342,3 +344,19 @@ def test_rebuild_keyword_index_from_doc_store(slice300, tmp_path: Path) -> None:
     assert reopened._title_boost == 1  # remembered
     assert reopened.stats(with_dense=False)["keyword_engine"] != old_identity
     assert "tantivy" in old_identity and "title-x3" in old_identity
+
+
+def test_exact_bm25_switches_the_common_terms_ranking_off(slice300, tmp_path: Path, monkeypatch) -> None:
+    """`exact_bm25=True` is plain BM25 whatever the index size: the same papers as with the common-terms path out of
+    reach (keyword-only search)."""
+    import retrieval.keyword as keyword_mod
+
+    path, records = slice300
+    ix = PaperIndex(tmp_path / "ix")
+    ix.import_jsonl(path, progress=False)
+    queries = [records[i]["title"] for i in (1, 40, 99)] + ["graph neural networks for molecules and proteins"]
+    monkeypatch.setattr(keyword_mod, "COMMON", 0.1)  # 300 papers: make "common" start at 30 of them
+    monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 10**15)
+    plain = [[h.id for h in ix.search(q, k=5, mode="bm25")] for q in queries]
+    monkeypatch.setattr(keyword_mod, "COMMON_MIN_POSTINGS", 0)
+    assert [[h.id for h in ix.search(q, k=5, mode="bm25", exact_bm25=True)] for q in queries] == plain
