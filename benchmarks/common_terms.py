@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from filter_paths import titles  # noqa: E402
+from filter_paths import interleaved, titles  # noqa: E402
 from index_scale import FILTERS, SOURCE, WARM  # noqa: E402
 
 import retrieval.keyword as keyword_mod  # noqa: E402
@@ -57,23 +57,7 @@ def on_index(index: Path, n_queries: int, out: dict[str, str]) -> None:
     print(f"# {index}: {len(ix):,} units, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", flush=True)
     for mode in ("bm25", "hybrid"):
         for name in ("none", "category cs.LG"):
-            kw = FILTERS[name]
-            for q in qs[:WARM]:
-                for p in PATHS:
-                    use(p)
-                    ix.search(q, k=10, mode=mode, **kw)
-            wall: dict[str, list[float]] = {p: [] for p in PATHS}
-            same = 0
-            for j, q in enumerate(qs[WARM:]):
-                ids = {}
-                for p in PATHS if j % 2 == 0 else PATHS[::-1]:
-                    use(p)
-                    ix.embedder._query_cache.clear()  # each path pays its own query embedding
-                    t0 = time.perf_counter()
-                    ids[p] = [h.id for h in ix.search(q, k=10, mode=mode, **kw)]
-                    wall[p].append((time.perf_counter() - t0) * 1000)
-                same += ids["exact"] == ids["common"]
-            row = {p: np.percentile(wall[p], [50, 95]) for p in PATHS}
+            row, same = interleaved(ix, qs, list(PATHS), use, mode=mode, **FILTERS[name])
             print(
                 f"{mode:<7}{name:<16}"
                 + "  ".join(f"{p} p50 {row[p][0]:5.2f} p95 {row[p][1]:5.2f}" for p in PATHS)

@@ -49,6 +49,27 @@ def use(path: str) -> None:
     index_mod.EXACT_MAX = 200_000 if path == "after" else 50_000
 
 
+def interleaved(ix, qs: list[str], paths: list[str], use, **search) -> tuple[dict[str, np.ndarray], int]:
+    """The paths taking turns on each query (order alternating), after the first WARM queries untimed: per path its
+    p50 / p95 ms, and for how many timed queries the two paths' top 10 papers are the same. `use(path)` switches."""
+    for q in qs[:WARM]:
+        for p in paths:
+            use(p)
+            ix.search(q, k=10, **search)
+    wall: dict[str, list[float]] = {p: [] for p in paths}
+    same = 0
+    for j, q in enumerate(qs[WARM:]):
+        ids = {}
+        for p in paths if j % 2 == 0 else paths[::-1]:
+            use(p)
+            ix.embedder._query_cache.clear()  # each path pays its own query embedding
+            t0 = time.perf_counter()
+            ids[p] = [h.id for h in ix.search(q, k=10, **search)]
+            wall[p].append((time.perf_counter() - t0) * 1000)
+        same += ids[paths[0]] == ids[paths[1]]
+    return {p: np.percentile(wall[p], [50, 95]) for p in paths}, same
+
+
 def titles(source: Path, n: int, seed: int) -> list[str]:
     out = [" ".join(r["title"].split()) for r in load_base(source)[::23][:n]]
     random.Random(seed).shuffle(out)
@@ -67,22 +88,7 @@ def main() -> None:
     out: dict[str, float] = {}
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, {len(ix):,} units")
     for name, kw in FILTERS.items():
-        for q in qs[:WARM]:
-            for p in paths:
-                use(p)
-                ix.search(q, k=10, **kw)
-        wall: dict[str, list[float]] = {p: [] for p in paths}
-        same = 0
-        for j, q in enumerate(qs[WARM:]):
-            ids = {}
-            for p in paths if j % 2 == 0 else paths[::-1]:
-                use(p)
-                ix.embedder._query_cache.clear()
-                t0 = time.perf_counter()
-                ids[p] = [h.id for h in ix.search(q, k=10, **kw)]
-                wall[p].append((time.perf_counter() - t0) * 1000)
-            same += ids["before"] == ids["after"]
-        row = {p: np.percentile(wall[p], [50, 95]) for p in paths}
+        row, same = interleaved(ix, qs, paths, use, **kw)
         print(
             f"{name:<28}"
             + "  ".join(f"{p} p50 {row[p][0]:5.2f} p95 {row[p][1]:5.2f}" for p in paths)
