@@ -4,7 +4,8 @@ What is measured, exactly:
   * corpus: the shared arXiv CS metadata file (74,728 real records, snapshot layout), repeated with perturbed copies
     to reach the size: copy c>0 of a record gets id "<id>.c<c>" and ~15% of its title/abstract words dropped at random
     (seeded), so every copy is a distinct document with a realistic vocabulary and length. Dates/categories are kept.
-  * two code paths on the same corpus, each in its own process (so `peak_rss_gb` is that path's own peak):
+  * two code paths on the same corpus, each in two processes of its own, one to build (import, then the vector fill)
+    and one to search the built index, as a user's searches do (`peak_rss_gb` is the larger of the two peaks):
     "new" is this checkout (tantivy keyword side, ONNX query encoder); "old" is the `retrieval/` package of
     --baseline (default: the last commit before tantivy, with the sharded BM25 store and torch query encoding),
     extracted with `git archive` into the work folder and put first on sys.path.
@@ -15,8 +16,9 @@ What is measured, exactly:
     (sigma --noise), re-normalised, written through the index's own vector file + chromadb collection. Dense
     *relevance* at scale is therefore not meaningful; dense *latency* (HNSW, over-fetch, exact filtered scoring) is.
   * query latency: `PaperIndex.search` end to end (a fresh query embedding each time, keyword search, chromadb HNSW,
-    fusion, snippets from SQLite), k=10, after 20 untimed warm-up queries (after a fill, on the index opened
-    afresh); queries are titles of random real records.
+    fusion, snippets from SQLite), k=10, in the search process, on an index in the page cache (its files read once
+    first), after 20 untimed warm-up queries per row; queries are titles of random real records. Before that, the
+    process's first 20 searches (other titles) are timed apart: the cold start (`first_search_s`, `cold_p50_ms`).
   * CPU embedding rate: what `index embed` runs on a CPU (smoothed mha int8 ONNX), torch (sentence-transformers),
     the fused int8 graph it replaced and the plain ONNX Runtime encoders (fp32, int8) on --embed-sample real
     abstracts, the encoders taking turns over --embed-rounds rounds (median round).
@@ -117,8 +119,9 @@ def kept_fraction(ix, kw: dict) -> float:
     return 1.0 if mask is None else float(mask.sum()) / max(ix.bm25.n_units, 1)
 
 
-def latency(ix, queries: list[str], **kw) -> tuple[float, float, float]:
-    """Wall p50 / p95 and the CPU-time p50 (this process, all threads: what a shared machine cannot inflate much)."""
+def latency(ix, queries: list[str], **kw) -> tuple[float, float, float, list[float]]:
+    """Wall p50 / p95, the CPU-time p50 (this process, all threads: what a shared machine cannot inflate much) and
+    every query's wall time (ms, in query order: the RESULT line keeps them for a look at the tail)."""
     warm, queries = queries[-WARM:], queries[:-WARM]
     for q in warm:  # the first searches load the HNSW graph and page in the engine's files; never timed
         ix.search(q, k=10, **kw)
@@ -129,50 +132,92 @@ def latency(ix, queries: list[str], **kw) -> tuple[float, float, float]:
         ix.search(q, k=10, **kw)
         wall.append((time.perf_counter() - t0) * 1000)
         cpu.append((time.process_time() - c0) * 1000)
-    return float(np.percentile(wall, 50)), float(np.percentile(wall, 95)), float(np.percentile(cpu, 50))
+    return float(np.percentile(wall, 50)), float(np.percentile(wall, 95)), float(np.percentile(cpu, 50)), wall
+
+
+def cold_start(ix, queries: list[str], no_dense: bool) -> dict[str, float]:
+    """The first searches of the process, timed apart from the latency rows, on other queries: the first loads the
+    encoder and the HNSW graph, and the ones after it read the index files from disk wherever the page cache has lost
+    them (the build's last minutes wrote other files; this machine's kernel also pages out file pages untouched for
+    about a minute: DAMON reclaim)."""
+    mode = "bm25" if no_dense else "hybrid"
+    wall = []
+    for q in queries:
+        t0 = time.perf_counter()
+        ix.search(q, k=10, mode=mode)
+        wall.append((time.perf_counter() - t0) * 1000)
+    return {"first_search_s": wall[0] / 1000, "cold_p50_ms": float(np.median(wall[1:])), "cold_max_ms": max(wall[1:])}
+
+
+def prewarm(index: Path) -> float:
+    """Read every file of the index once, so the latency rows measure searches on an index in the page cache, as in
+    a process that has been searching it (without this, the first row's queries pay the reads the later rows reuse:
+    unfiltered hybrid at 1M, first 20 timed queries p50 21.9 ms against 11.3 for the other 80, 2026-12-06 16:49 UTC).
+    Seconds taken."""
+    t0 = time.perf_counter()
+    buf = bytearray(1 << 24)
+    for path in sorted(p for p in index.rglob("*") if p.is_file()):
+        with open(path, "rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
+    return time.perf_counter() - t0
 
 
 def worker(args: argparse.Namespace) -> None:
+    """One phase of one code path in this process: "build" (import, then the vector fill) or "search" (every latency
+    row on the built index). The searches get their own process, as a user's do: `replicate search` and an agent's
+    session open an index that `index import` / `index embed` built in other processes. In the process that had just
+    filled 1M vectors, the same searches ran slower (2026-12-06 16:35 UTC, 3 rounds of 100 queries each: cs.LG
+    15.9-18.3 ms against 12.6-13.5 in a fresh process right after; docs/index.md), a state of the benchmark's own fill
+    that no user's search process is in."""
     from retrieval.index import PaperIndex
 
-    titles = [r["title"] for r in load_base(args.source)]  # only the titles: the rest would count in peak_rss_gb
-    base_vecs = np.load(args.vectors)
-    shutil.rmtree(args.index, ignore_errors=True)
-    ix = PaperIndex(args.index)
-    t0, c0 = time.perf_counter(), time.process_time()
-    stats = ix.import_jsonl(args.corpus, progress=False)
-    import_s, import_cpu = time.perf_counter() - t0, time.process_time() - c0
-    out: dict = {"import_records_per_s": stats.imported / import_s}
-    out["import_records_per_cpu_s"] = stats.imported / import_cpu
-    print(
-        f"    import {stats.imported:,} records in {import_s:.1f} s wall, {import_cpu:.1f} s CPU (all threads) = "
-        f"{stats.imported / import_cpu:,.0f} records per CPU-second; load {os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
-    modes = ["bm25"]
-    if not args.no_dense:
-        out["fill_s"] = fill_vectors(ix, base_vecs, args.noise)
-        print(f"    filled vectors in {out['fill_s']:.0f} s", flush=True)
-        modes.insert(0, "hybrid")
-        ix.close()  # searches run as a user's would: the index opened afresh, the fill's writes on disk
-        os.sync()
+    if args.phase == "build":
+        shutil.rmtree(args.index, ignore_errors=True)
         ix = PaperIndex(args.index)
+        t0, c0 = time.perf_counter(), time.process_time()
+        stats = ix.import_jsonl(args.corpus, progress=False)
+        import_s, import_cpu = time.perf_counter() - t0, time.process_time() - c0
+        out: dict = {"import_records_per_s": stats.imported / import_s}
+        out["import_records_per_cpu_s"] = stats.imported / import_cpu
+        print(
+            f"    import {stats.imported:,} records in {import_s:.1f} s wall, {import_cpu:.1f} s CPU (all threads) = "
+            f"{stats.imported / import_cpu:,.0f} records per CPU-second; load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        if not args.no_dense:
+            out["fill_s"] = fill_vectors(ix, np.load(args.vectors), args.noise)
+            print(f"    filled vectors in {out['fill_s']:.0f} s", flush=True)
+        ix.close()
+        os.sync()  # the searches' process finds the fill's writes on disk
+        out["build_peak_rss_gb"] = peak_rss_bytes() / 1e9
+        print("RESULT " + json.dumps(out), flush=True)
+        return
+    titles = [r["title"] for r in load_base(args.source)]  # only the titles: the rest would count in peak_rss_gb
+    ix = PaperIndex(args.index)
     rng = random.Random(1)
     queries = [" ".join(titles[rng.randrange(len(titles))].split()) for _ in range(args.queries + WARM)]
+    out = cold_start(ix, [" ".join(titles[rng.randrange(len(titles))].split()) for _ in range(WARM)], args.no_dense)
+    out["prewarm_s"] = prewarm(args.index)
+    print(
+        f"    cold start: first search {out['first_search_s']:.2f} s, the next {WARM - 1} p50 "
+        f"{out['cold_p50_ms']:.1f} ms (max {out['cold_max_ms']:.1f}); index files read in {out['prewarm_s']:.1f} s",
+        flush=True,
+    )
     rows = []
-    for mode in modes:
+    for mode in ["bm25"] if args.no_dense else ["hybrid", "bm25"]:
         for name, kw in FILTERS.items():
-            p50, p95, cpu50 = latency(ix, queries, mode=mode, **kw)
+            p50, p95, cpu50, wall = latency(ix, queries, mode=mode, **kw)
             row = {"mode": mode, "filter": name, "kept": kept_fraction(ix, kw), "p50": p50, "p95": p95, "cpu50": cpu50}
+            row["wall_ms"] = [round(w, 2) for w in wall]
             rows.append(row)
             load = os.getloadavg()[0]
             print(
                 f"    {mode:<6} {name:<26} p50 {p50:6.1f} p95 {p95:6.1f} ms, CPU p50 {cpu50:5.1f} ms; load {load:.1f}",
                 flush=True,
             )
-    out["rows"] = rows
+    out |= {"rows": rows, "search_peak_rss_gb": peak_rss_bytes() / 1e9}
     out["disk_gb"] = sum(p.stat().st_size for p in args.index.rglob("*") if p.is_file()) / 1e9
-    out["peak_rss_gb"] = peak_rss_bytes() / 1e9
     ix.close()
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -216,6 +261,7 @@ def baseline_tree(work: Path, rev: str) -> Path:
 
 
 def run_path(kind: str, code: Path, size: int, corpus: Path, vecs: Path, args: argparse.Namespace) -> dict | None:
+    """Both phases of one code path, each in its own process; `peak_rss_gb` is the larger of their peaks."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--corpus", str(corpus), "--vectors", str(vecs)]
     cmd += ["--index", str(args.workdir / f"n{size}" / f"index-{kind}"), "--source", str(args.source)]
     cmd += ["--queries", str(args.queries), "--noise", str(args.noise)]
@@ -224,14 +270,20 @@ def run_path(kind: str, code: Path, size: int, corpus: Path, vecs: Path, args: a
         cmd.append("--no-dense")
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     print(f"  {kind} code ({code}):", flush=True)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=code)
-    result = None
-    for line in proc.stdout:
-        if line.startswith("RESULT "):
-            result = json.loads(line[7:])
-        else:
-            print(line, end="", flush=True)
-    proc.wait()
+    result: dict = {}
+    for phase in ("build", "search"):
+        proc = subprocess.Popen([*cmd, "--phase", phase], env=env, stdout=subprocess.PIPE, text=True, cwd=code)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("RESULT "):
+                result |= json.loads(line[7:])
+            else:
+                print(line, end="", flush=True)
+        if proc.wait() != 0:
+            print(f"    the {phase} phase failed (exit {proc.returncode})", flush=True)
+            return None
+    result["peak_rss_gb"] = max(result["build_peak_rss_gb"], result["search_peak_rss_gb"])
+    (args.workdir / f"n{size}" / f"result-{kind}.json").write_text(json.dumps(result))  # per-query times included
     if not args.keep:
         shutil.rmtree(args.workdir / f"n{size}" / f"index-{kind}", ignore_errors=True)
     return result
@@ -251,6 +303,7 @@ def summarise(kind: str, size: int, res: dict) -> dict[str, float]:
         out[p + "hybrid_p95_ms"] = rows[("hybrid", "none")]["p95"]
         out[p + "hybrid_filtered_p50_ms"] = worst["p50"]
         out[p + "hybrid_filtered_p95_ms"] = worst["p95"]
+    out |= {p + k: res[k] for k in ("first_search_s", "cold_p50_ms", "prewarm_s") if k in res}
     return out | {
         p + "bm25_p50_ms": rows[("bm25", "none")]["p50"],
         p + "bm25_cpu_p50_ms": rows[("bm25", "none")].get("cpu50", float("nan")),
@@ -277,6 +330,7 @@ def main() -> None:
     ap.add_argument("--old-dense-max", type=int, default=None, help="the same, for the old path only")
     ap.add_argument("--no-dense", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--phase", choices=["build", "search"], help=argparse.SUPPRESS)
     ap.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--vectors", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--index", type=Path, help=argparse.SUPPRESS)
