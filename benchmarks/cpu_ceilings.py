@@ -37,9 +37,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-SOURCE = REPO.parent / "shared" / "data" / "arxiv" / "arxiv-cs-2025-2026.jsonl.gz"
+from embed_rate import arxiv_texts  # noqa: E402
+from index_scale import SOURCE  # noqa: E402
+
 LINEAR_MACS = {"hidden": 384, "ffn": 1536, "layers": 6}  # all-MiniLM-L6-v2: Q, K, V, O (d x d) and the FFN (d x 4d x 2)
 
 
@@ -79,7 +82,7 @@ def import_parts(path: Path, work: Path) -> dict[str, float]:
     kw.close()
     n = len(records)
     texts = [f"{(r.title + ' . ') * TITLE_BOOST}{r.abstract}" for r in records[:20_000]]
-    with_stem, without = analyser_us(texts, kw)
+    with_stem, without = analyser_us(texts)
     return {
         "records": n,
         "parse_records_per_s": n / parse_s,
@@ -92,24 +95,12 @@ def import_parts(path: Path, work: Path) -> dict[str, float]:
     }
 
 
-def analyser_us(texts: list[str], kw) -> tuple[float, float]:
-    """Microseconds per text through the keyword index's analyser, and through the same chain without stemming (the
-    chain rebuilt from tantivy's API; checked equal to the index's own on these texts)."""
-    import tantivy
-    from bm25s.stopwords import STOPWORDS_EN
+def analyser_us(texts: list[str]) -> tuple[float, float]:
+    """Microseconds per text through the keyword index's analyser, with and without its stemming filter."""
+    from retrieval.keyword import analyser
 
-    from retrieval.keyword import MAX_TERM
-
-    def chain(stem: bool) -> tantivy.TextAnalyzer:
-        b = tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple()).filter(tantivy.Filter.remove_long(MAX_TERM + 1))
-        b = b.filter(tantivy.Filter.lowercase()).filter(tantivy.Filter.custom_stopword(sorted(STOPWORDS_EN)))
-        return (b.filter(tantivy.Filter.stemmer("english")) if stem else b).build()
-
-    full, bare = chain(True), chain(False)
-    if any(full.analyze(t) != kw.terms(t) for t in texts[:200]):
-        raise SystemExit("the rebuilt analyser differs from retrieval/keyword.py's: update this script")
     out = []
-    for a in (full, bare):
+    for a in (analyser(), analyser(stem=False)):
         t0 = time.perf_counter()
         for t in texts:
             a.analyze(t)
@@ -184,12 +175,6 @@ def encoder_profile(texts: list[str], work: Path) -> dict[str, float]:
     return out
 
 
-def arxiv_texts(path: Path, n: int) -> list[str]:
-    with gzip.open(path, "rt") as fh:
-        recs = [json.loads(line) for line in itertools.islice(fh, 0, n * 50, 50)]
-    return [f"{r.get('title') or ''}. {r.get('abstract') or ''}" for r in recs]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, default=SOURCE)
@@ -205,7 +190,7 @@ def main() -> None:
         out |= import_parts(lines_file(args.source, args.records, work / "records.jsonl"), work)
         for m, k, n in ((512, 384, 384), (512, 384, 1536), (512, 1536, 384)):
             out[f"gemm_int8_{m}x{k}x{n}_gmacs"] = gemm_gmacs(m, k, n)
-        out |= encoder_profile(arxiv_texts(args.source, args.abstracts), work)
+        out |= encoder_profile(arxiv_texts(args.source, args.abstracts, 50), work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"# {started}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")

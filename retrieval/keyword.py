@@ -95,15 +95,16 @@ def date_int(date: str) -> int:
     return int(digits) if digits.isdigit() and len(digits) == 8 else 0
 
 
-def _analyser() -> tantivy.TextAnalyzer:
-    return (
+def analyser(*, stem: bool = True) -> tantivy.TextAnalyzer:
+    """The keyword index's analyser (`ANALYSER`); `stem=False` leaves out its last filter, the Snowball stemmer
+    (benchmarks/cpu_ceilings.py times what stemming costs)."""
+    chain = (
         tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
         .filter(tantivy.Filter.remove_long(MAX_TERM + 1))
         .filter(tantivy.Filter.lowercase())
         .filter(tantivy.Filter.custom_stopword(sorted(STOPWORDS_EN)))
-        .filter(tantivy.Filter.stemmer("english"))
-        .build()
     )
+    return (chain.filter(tantivy.Filter.stemmer("english")) if stem else chain).build()
 
 
 def _schema() -> tantivy.Schema:
@@ -183,7 +184,7 @@ class KeywordIndex:
         self.title_boost = title_boost
         folder.mkdir(parents=True, exist_ok=True)
         self.schema = _schema()
-        self.analyser = _analyser()
+        self.analyser = analyser()
         self.shards = [_Shard(folder / f"shard-{i}", self.schema, self.analyser, WRITER_HEAP // SHARDS)
                        for i in range(SHARDS)]  # fmt: skip
         self.generation = 0
