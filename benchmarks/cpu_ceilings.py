@@ -8,7 +8,10 @@ or "the parts alone already need more than the budget":
     and the keyword index alone (`KeywordIndex.add` + its final commit on already parsed records: Python builds the
     documents, tantivy's writers index them on both cores). `keyword_only_records_per_s` is the import's ceiling
     even if parsing and SQLite cost nothing. The analyser (tokenise, lower-case, stop words, Snowball English
-    stemming) is timed with and without its stemming filter, to show what the stemming the issue asks for costs.
+    stemming) is timed with and without its stemming filter, to show what the stemming the issue asks for costs:
+    through `TextAnalyzer.analyze` (which also builds a Python list of the terms), inside tantivy's writers (the
+    keyword index alone), and in a whole import (`PaperIndex.import_jsonl`). The runs without stemming are an
+    ablation only (the analyser is swapped in this process); with and without take turns, `--rounds` times each.
   * CPU embedding: onnxruntime's int8 GEMM (`MatMulInteger`, one thread) on the encoder's layer shapes, against the
     rate the shipped bulk encoder's quantised MatMuls reach inside the model (onnxruntime's profiler, one thread,
     real abstracts, their linear-layer multiply-adds counted from the token lengths), and each operator's share of
@@ -22,6 +25,7 @@ Ends with a `key: value` block.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import itertools
 import json
@@ -31,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +85,7 @@ def import_parts(path: Path, work: Path) -> dict[str, float]:
     kw.commit(final=True)
     kw_s, kw_cpu = time.perf_counter() - t0, time.process_time() - c0
     kw.close()
+    shutil.rmtree(work / "keyword")
     n = len(records)
     texts = [f"{(r.title + ' . ') * TITLE_BOOST}{r.abstract}" for r in records[:20_000]]
     with_stem, without = analyser_us(texts)
@@ -93,6 +99,53 @@ def import_parts(path: Path, work: Path) -> dict[str, float]:
         "analyser_no_stem_us_per_record": without,
         "serial_sum_records_per_s": 1 / (parse_s / n + sqlite_s / n + kw_s / n),
     }
+
+
+@contextlib.contextmanager
+def stemming(on: bool) -> Iterator[None]:
+    """The keyword index built with (as shipped) or without its stemming filter, in this process only."""
+    import retrieval.keyword as keyword
+
+    shipped = keyword.analyser
+    if not on:
+        keyword.analyser = lambda stem=True: shipped(stem=False)  # what KeywordIndex calls when it opens
+    try:
+        yield
+    finally:
+        keyword.analyser = shipped
+
+
+def stemming_ablation(path: Path, work: Path, rounds: int) -> dict[str, float]:
+    """CPU microseconds a record of the keyword index alone (tantivy's writers), and whole-import records/s, with
+    and without stemming, taking turns; means over `rounds`."""
+    from retrieval.arxiv_import import read_batches
+    from retrieval.index import TITLE_BOOST, PaperIndex
+    from retrieval.keyword import KeywordIndex, KeywordUnit
+
+    records = [r for b in read_batches(path) for r in b.records]
+    units = [
+        KeywordUnit(i, r.id, r.title, r.abstract, " ".join(r.categories), r.date) for i, r in enumerate(records, 1)
+    ]
+    runs: dict[str, list[float]] = defaultdict(list)
+    for i in range(rounds):
+        for on in (True, False) if i % 2 == 0 else (False, True):
+            tag = "stem" if on else "no_stem"
+            folder = work / f"ablation-{tag}"
+            with stemming(on):
+                kw = KeywordIndex(folder / "keyword", title_boost=TITLE_BOOST)
+                c0 = time.process_time()
+                kw.add(units)
+                kw.commit(final=True)
+                runs[f"{tag}_keyword_only_cpu_us_per_record"].append((time.process_time() - c0) / len(units) * 1e6)
+                kw.close()
+                shutil.rmtree(folder)
+                ix = PaperIndex(folder)
+                t0 = time.perf_counter()
+                stats = ix.import_jsonl(path, progress=False)
+                runs[f"{tag}_import_records_per_s"].append(stats.imported / (time.perf_counter() - t0))
+                ix.close()
+                shutil.rmtree(folder)
+    return {key: float(np.mean(v)) for key, v in runs.items()}
 
 
 def analyser_us(texts: list[str]) -> tuple[float, float]:
@@ -180,6 +233,7 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument("--records", type=int, default=60_000, help="records for the import parts")
     ap.add_argument("--abstracts", type=int, default=128, help="abstracts for the encoder profile")
+    ap.add_argument("--rounds", type=int, default=2, help="turns each of the stemming ablation's two settings")
     args = ap.parse_args()
     if not args.source.exists():
         raise SystemExit(f"no arXiv records at {args.source} (the shared data folder)")
@@ -187,7 +241,9 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out: dict[str, float] = {}
     try:
-        out |= import_parts(lines_file(args.source, args.records, work / "records.jsonl"), work)
+        records = lines_file(args.source, args.records, work / "records.jsonl")
+        out |= import_parts(records, work)
+        out |= stemming_ablation(records, work, args.rounds)
         for m, k, n in ((512, 384, 384), (512, 384, 1536), (512, 1536, 384)):
             out[f"gemm_int8_{m}x{k}x{n}_gmacs"] = gemm_gmacs(m, k, n)
         out |= encoder_profile(arxiv_texts(args.source, args.abstracts, 50), work)
