@@ -17,7 +17,7 @@ or "the parts alone already need more than the budget":
     real abstracts, their linear-layer multiply-adds counted from the token lengths), and each operator's share of
     the encoder's time.
 
-    .venv/bin/python benchmarks/cpu_ceilings.py --records 60000 --abstracts 128
+    .venv/bin/python benchmarks/cpu_ceilings.py --records 74728 --abstracts 128 --rounds 3
 
 Ends with a `key: value` block.
 """
@@ -59,10 +59,12 @@ def lines_file(src: Path, n: int, out: Path) -> Path:
     return out
 
 
-def import_parts(path: Path, work: Path) -> dict[str, float]:
+def import_parts(path: Path, work: Path, rounds: int) -> dict[str, float]:
+    """Parse and SQLite (once each, one thread); then, with and without stemming taking turns `rounds` times, the
+    keyword index alone (wall and CPU of tantivy's writers) and the whole import; means over the rounds."""
     from retrieval.arxiv_import import read_batches
     from retrieval.docstore import DocStore
-    from retrieval.index import TITLE_BOOST
+    from retrieval.index import TITLE_BOOST, PaperIndex
     from retrieval.keyword import KeywordIndex, KeywordUnit
 
     t0 = time.perf_counter()
@@ -76,17 +78,32 @@ def import_parts(path: Path, work: Path) -> dict[str, float]:
         docs.add_arxiv_batch(b.records, "ceilings", state)
     sqlite_s = time.perf_counter() - t0
     docs.close()
+    n = len(records)
     units = [
         KeywordUnit(i, r.id, r.title, r.abstract, " ".join(r.categories), r.date) for i, r in enumerate(records, 1)
     ]
-    kw = KeywordIndex(work / "keyword", title_boost=TITLE_BOOST)
-    t0, c0 = time.perf_counter(), time.process_time()
-    kw.add(units)
-    kw.commit(final=True)
-    kw_s, kw_cpu = time.perf_counter() - t0, time.process_time() - c0
-    kw.close()
-    shutil.rmtree(work / "keyword")
-    n = len(records)
+    runs: dict[str, list[float]] = defaultdict(list)
+    for i in range(rounds):
+        for on in (True, False) if i % 2 == 0 else (False, True):
+            tag = "" if on else "no_stem_"
+            folder = work / f"stem-{on}"
+            with stemming(on):
+                kw = KeywordIndex(folder / "keyword", title_boost=TITLE_BOOST)
+                t0, c0 = time.perf_counter(), time.process_time()
+                kw.add(units)
+                kw.commit(final=True)
+                runs[f"{tag}keyword_only_s"].append(time.perf_counter() - t0)
+                runs[f"{tag}keyword_only_cpu_us_per_record"].append((time.process_time() - c0) / n * 1e6)
+                kw.close()
+                shutil.rmtree(folder)
+                ix = PaperIndex(folder)
+                t0 = time.perf_counter()
+                stats = ix.import_jsonl(path, progress=False)
+                runs[f"{tag}import_records_per_s"].append(stats.imported / (time.perf_counter() - t0))
+                ix.close()
+                shutil.rmtree(folder)
+    mean = {key: float(np.mean(v)) for key, v in runs.items()}
+    kw_s = mean["keyword_only_s"]
     texts = [f"{(r.title + ' . ') * TITLE_BOOST}{r.abstract}" for r in records[:20_000]]
     with_stem, without = analyser_us(texts)
     return {
@@ -94,10 +111,13 @@ def import_parts(path: Path, work: Path) -> dict[str, float]:
         "parse_records_per_s": n / parse_s,
         "sqlite_records_per_s": n / sqlite_s,
         "keyword_only_records_per_s": n / kw_s,
-        "keyword_only_cpu_us_per_record": kw_cpu / n * 1e6,
+        "keyword_only_cpu_us_per_record": mean["keyword_only_cpu_us_per_record"],
         "analyser_us_per_record": with_stem,
         "analyser_no_stem_us_per_record": without,
         "serial_sum_records_per_s": 1 / (parse_s / n + sqlite_s / n + kw_s / n),
+        "import_records_per_s": mean["import_records_per_s"],
+        "no_stem_keyword_only_cpu_us_per_record": mean["no_stem_keyword_only_cpu_us_per_record"],
+        "no_stem_import_records_per_s": mean["no_stem_import_records_per_s"],
     }
 
 
@@ -113,39 +133,6 @@ def stemming(on: bool) -> Iterator[None]:
         yield
     finally:
         keyword.analyser = shipped
-
-
-def stemming_ablation(path: Path, work: Path, rounds: int) -> dict[str, float]:
-    """CPU microseconds a record of the keyword index alone (tantivy's writers), and whole-import records/s, with
-    and without stemming, taking turns; means over `rounds`."""
-    from retrieval.arxiv_import import read_batches
-    from retrieval.index import TITLE_BOOST, PaperIndex
-    from retrieval.keyword import KeywordIndex, KeywordUnit
-
-    records = [r for b in read_batches(path) for r in b.records]
-    units = [
-        KeywordUnit(i, r.id, r.title, r.abstract, " ".join(r.categories), r.date) for i, r in enumerate(records, 1)
-    ]
-    runs: dict[str, list[float]] = defaultdict(list)
-    for i in range(rounds):
-        for on in (True, False) if i % 2 == 0 else (False, True):
-            tag = "stem" if on else "no_stem"
-            folder = work / f"ablation-{tag}"
-            with stemming(on):
-                kw = KeywordIndex(folder / "keyword", title_boost=TITLE_BOOST)
-                c0 = time.process_time()
-                kw.add(units)
-                kw.commit(final=True)
-                runs[f"{tag}_keyword_only_cpu_us_per_record"].append((time.process_time() - c0) / len(units) * 1e6)
-                kw.close()
-                shutil.rmtree(folder)
-                ix = PaperIndex(folder)
-                t0 = time.perf_counter()
-                stats = ix.import_jsonl(path, progress=False)
-                runs[f"{tag}_import_records_per_s"].append(stats.imported / (time.perf_counter() - t0))
-                ix.close()
-                shutil.rmtree(folder)
-    return {key: float(np.mean(v)) for key, v in runs.items()}
 
 
 def analyser_us(texts: list[str]) -> tuple[float, float]:
@@ -233,7 +220,7 @@ def main() -> None:
     ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument("--records", type=int, default=60_000, help="records for the import parts")
     ap.add_argument("--abstracts", type=int, default=128, help="abstracts for the encoder profile")
-    ap.add_argument("--rounds", type=int, default=2, help="turns each of the stemming ablation's two settings")
+    ap.add_argument("--rounds", type=int, default=2, help="turns of each stemming setting")
     args = ap.parse_args()
     if not args.source.exists():
         raise SystemExit(f"no arXiv records at {args.source} (the shared data folder)")
@@ -242,8 +229,7 @@ def main() -> None:
     out: dict[str, float] = {}
     try:
         records = lines_file(args.source, args.records, work / "records.jsonl")
-        out |= import_parts(records, work)
-        out |= stemming_ablation(records, work, args.rounds)
+        out |= import_parts(records, work, args.rounds)
         for m, k, n in ((512, 384, 384), (512, 384, 1536), (512, 1536, 384)):
             out[f"gemm_int8_{m}x{k}x{n}_gmacs"] = gemm_gmacs(m, k, n)
         out |= encoder_profile(arxiv_texts(args.source, args.abstracts, 50), work)
